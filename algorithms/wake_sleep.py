@@ -1,0 +1,63 @@
+"""Wake-sleep (Hinton et al. 1995), as compared against in Mnih & Gregor 2014 (§3.3, Table 1).
+
+For a minibatch x_1..x_n:
+
+    wake  (model):      h_i ~ Q(h | x_i),          Δθ = sum_i ∇θ log P(x_i, h_i)         (Eq. 5)
+    sleep (inference):  (x'_i, h'_i) ~ P(x, h),    Δφ = sum_i ∇φ log Q(h'_i | x'_i)      (Eq. 13)
+
+The sleep phase draws as many fantasies as the minibatch has examples; for document models each
+fantasy has the length of the matching real document (a multinomial visible needs a length).
+Wake-sleep has no objective shared by both phases; the reported training bound is the ELBO
+estimate log P(x, h) - log Q(h | x) on the wake samples.
+
+Parameter groups: "model" (rate 1), "inference" (rate `inference_lr_scale`; §4.1 always uses one
+fifth of the model's rate). Shapes: x (B, D), h[j] (B, H_j), losses are sums over the minibatch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from algorithms.base import Algorithm, StepResult
+from models.exact import exact_elbo, exact_sleep_objective
+
+
+@dataclass(frozen=True)
+class WakeSleepOptions:
+    inference_lr_scale: float = 0.2
+
+
+class WakeSleep(Algorithm):
+    name = "wake-sleep"
+    Options = WakeSleepOptions
+    presets = {"": {}}
+
+    def parameter_groups(self):
+        return {"model": list(self.model.parameters()),
+                "inference": list(self.inference.parameters())}
+
+    def learning_rate_scales(self):
+        return {"model": 1.0, "inference": self.options.inference_lr_scale}
+
+    def step(self, x: Tensor, generator=None) -> StepResult:
+        with torch.no_grad():
+            h, log_q = self.inference.sample(x, generator=generator)
+        log_joint = self.model.log_joint(x, h)
+        with torch.no_grad():
+            lengths = x.sum(-1) if self.model.visible_kind == "multinomial" else None
+            fantasy_x, fantasy_h = self.model.sample(x.shape[:-1], generator, lengths)
+        sleep_log_q = self.inference.log_prob(fantasy_x, fantasy_h)
+        bound = (log_joint.detach() - sum(log_q))
+        return StepResult(
+            losses={"model": -log_joint.sum(), "inference": -sleep_log_q.sum()},
+            metrics={"bound": bound.mean().item(), "sleep_log_q": sleep_log_q.detach().mean().item()},
+        )
+
+    def exact_objectives(self, x: Tensor) -> dict[str, Tensor]:
+        # Wake: the gradient of the bound w.r.t. θ (Eq. 3). Sleep: per fantasy, the gradient of
+        # E_P(x,h)[log Q(h|x)]; a minibatch of B fantasies sums B of them.
+        return {"model": exact_elbo(self.model, self.inference, x).sum(),
+                "inference": x.shape[0] * exact_sleep_objective(self.model, self.inference)}

@@ -1,0 +1,82 @@
+"""Exact quantities by enumerating every latent configuration, for models with few latent units.
+
+These are the ground truth that the estimators and the evaluation path are tested against:
+
+    log P(x)      = logsumexp_h log P(x, h)
+    ELBO(x)       = sum_h Q(h|x) [log P(x, h) - log Q(h|x)]                       (Eq. 1)
+    sleep(θ, φ)   = sum_{x, h} P(x, h) log Q(h|x)       (the objective whose φ-gradient is Eq. 13)
+
+All are differentiable, so autograd gives the exact gradients. Shapes: configurations are
+(M, 1, H_i) with M = 2^(total latents), broadcast against x of shape (B, D); results are (B,).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+MAX_EXACT_LATENTS = 20
+
+
+def binary_configurations(num_units: int, dtype=torch.float64, device=None) -> Tensor:
+    """All 2^num_units binary vectors, shape (2^num_units, num_units)."""
+    codes = torch.arange(2 ** num_units, device=device)
+    bits = 2 ** torch.arange(num_units, device=device)
+    return ((codes.unsqueeze(-1) & bits) > 0).to(dtype)
+
+
+def _check_size(latent_sizes) -> int:
+    total = sum(latent_sizes)
+    if total > MAX_EXACT_LATENTS:
+        raise ValueError(f"exact enumeration needs at most {MAX_EXACT_LATENTS} latent units; "
+                         f"this model has {total}")
+    return total
+
+
+def latent_configurations(latent_sizes, dtype, device=None, chunk_size: int = 65536):
+    """Yield chunks of joint configurations as lists of per-layer tensors, each (M_chunk, 1, H_i)."""
+    total = _check_size(latent_sizes)
+    all_configs = binary_configurations(total, dtype, device)
+    for start in range(0, all_configs.shape[0], chunk_size):
+        chunk = all_configs[start:start + chunk_size]
+        yield [part.unsqueeze(1) for part in torch.split(chunk, list(latent_sizes), dim=-1)]
+
+
+def _chunk_for(batch_size: int) -> int:
+    # Keep configurations x examples near 2^22 entries per chunk: bounded memory at 20 latents.
+    return max(1, 2 ** 22 // max(1, batch_size))
+
+
+def exact_log_likelihood(model, x: Tensor) -> Tensor:
+    """log P(x) for each row of x, by enumeration."""
+    chunks = [model.log_joint(x, h)
+              for h in latent_configurations(model.latent_sizes, x.dtype, x.device,
+                                             _chunk_for(x.shape[0]))]
+    return torch.logsumexp(torch.cat(chunks, 0), 0)
+
+
+def exact_elbo(model, inference, x: Tensor) -> Tensor:
+    """The variational bound sum_h Q(h|x) [log P(x,h) - log Q(h|x)] for each row of x."""
+    total = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
+    for h in latent_configurations(model.latent_sizes, x.dtype, x.device, _chunk_for(x.shape[0])):
+        log_q = inference.log_prob(x, h)
+        total = total + (log_q.exp() * (model.log_joint(x, h) - log_q)).sum(0)
+    return total
+
+
+def exact_sleep_objective(model, inference) -> Tensor:
+    """sum_{x,h} P(x,h) log Q(h|x) for a binary-visible model small enough to enumerate x too.
+
+    Its gradient w.r.t. the inference network is the expected sleep-phase update (Eq. 13).
+    """
+    if model.visible_kind != "bernoulli":
+        raise ValueError("the exact sleep objective enumerates x: binary visibles only")
+    _check_size(tuple(model.latent_sizes) + (model.num_features,))
+    dtype = model.prior.bias.dtype
+    xs = binary_configurations(model.num_features, dtype, model.prior.bias.device)
+    total = 0.0
+    for h in latent_configurations(model.latent_sizes, dtype, xs.device, _chunk_for(xs.shape[0])):
+        log_joint = model.log_joint(xs, h)  # (M, 2^D)
+        total = total + (log_joint.exp() * inference.log_prob(xs, h)).sum()
+    return total
+

@@ -1,0 +1,146 @@
+"""Stochastic layers: conditional distributions of one layer given the layer that feeds it.
+
+Every layer is a module with the same small contract, so that the belief network, the inference
+network and later continuous layers can be stacked without knowing what is inside:
+
+    log_prob(value, context)  -> (...)         log-density of `value`, summed over the layer's units
+    sample(context, batch_shape, generator, noise) -> (..., size)
+    logits(context, value)    -> (..., size)   natural parameters (for estimators that need them)
+
+`context` is the layer above in the generative model, or the layer below in the inference network;
+it is None for a prior. Leading dimensions broadcast: a context of shape (S, B, C) with S samples per
+example and B examples works everywhere, as does a value of shape (S, B, size) scored against a
+context of shape (B, C).
+
+Sampling takes optional uniform noise so that a caller can control the random stream exactly
+(antithetic pairs, one stream per batched run); without it, noise comes from `generator`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def bernoulli_log_prob(logits: Tensor, value: Tensor) -> Tensor:
+    """sum_j [v_j a_j - softplus(a_j)] = sum_j log Bernoulli(v_j; sigmoid(a_j)), stable for any a."""
+    return (value * logits - F.softplus(logits)).sum(-1)
+
+
+def uniform_noise(shape, generator, like: Tensor) -> Tensor:
+    return torch.rand(shape, generator=generator, dtype=like.dtype, device=like.device)
+
+
+class LogisticLayer(nn.Module):
+    """Binary units with linear-logistic conditionals (Eq. 10 and 11 of Mnih & Gregor 2014).
+
+    a = W context + b                      (factorial within the layer)
+    a_j = W_j context + b_j + sum_{k<j} U_jk h_k   (autoregressive within the layer, fDARN / Table 2)
+    p(h | context) = prod_j Bernoulli(h_j; sigmoid(a_j))
+
+    Shapes: W (size, context_size), b (size,), U (size, size) strictly lower triangular.
+    """
+
+    def __init__(self, size: int, context_size: int = 0, autoregressive: bool = False,
+                 init_scale: float = 0.01):
+        super().__init__()
+        self.size = size
+        self.context_size = context_size
+        self.autoregressive = autoregressive
+        self.bias = nn.Parameter(torch.zeros(size))
+        self.weight = (nn.Parameter(torch.randn(size, context_size) * init_scale)
+                       if context_size else None)
+        if autoregressive:
+            self.autoregressive_weight = nn.Parameter(torch.randn(size, size) * init_scale)
+            # Unit j sees only units before it: the mask keeps U strictly lower triangular.
+            self.register_buffer("autoregressive_mask", torch.tril(torch.ones(size, size), -1),
+                                 persistent=False)
+        else:
+            self.autoregressive_weight = None
+
+    def context_logits(self, context: Tensor | None, batch_shape=()) -> Tensor:
+        if context is None:
+            return self.bias.expand(*batch_shape, self.size)
+        return F.linear(context, self.weight, self.bias)
+
+    def masked_autoregressive_weight(self) -> Tensor:
+        return self.autoregressive_weight * self.autoregressive_mask
+
+    def logits(self, context: Tensor | None, value: Tensor) -> Tensor:
+        """Logits of every unit given the context and, for autoregressive layers, the units before it."""
+        logits = self.context_logits(context, value.shape[:-1])
+        if self.autoregressive:
+            logits = logits + F.linear(value, self.masked_autoregressive_weight())
+        return logits
+
+    def log_prob(self, value: Tensor, context: Tensor | None = None) -> Tensor:
+        return bernoulli_log_prob(self.logits(context, value), value)
+
+    def sample(self, context: Tensor | None = None, batch_shape=(), generator=None,
+               noise: Tensor | None = None) -> Tensor:
+        base = self.context_logits(context, batch_shape)
+        if noise is None:
+            noise = uniform_noise(base.shape, generator, base)
+        if not self.autoregressive:
+            return (noise < torch.sigmoid(base)).to(base.dtype)
+        # Ancestral sampling within the layer: unit j's logit collects U_jk h_k for k < j as the
+        # units are drawn, one column of U per unit.
+        weight = self.masked_autoregressive_weight()
+        running = base.clone()
+        units = []
+        for j in range(self.size):
+            unit = (noise[..., j] < torch.sigmoid(running[..., j])).to(base.dtype)
+            units.append(unit)
+            running = running + unit.unsqueeze(-1) * weight[:, j]
+        return torch.stack(units, -1)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, context_size={self.context_size}, autoregressive={self.autoregressive}"
+
+
+class SoftmaxLayer(nn.Module):
+    """Multinomial visible layer of the document models (§4.3).
+
+    Every word of a document is drawn from one softmax over the vocabulary given the latents:
+    log p(x | h) = sum_w x_w log softmax(W h + b)_w, with x the word-count vector.
+    The multinomial coefficient is left out, as in the perplexities of the document-model
+    literature (Replicated Softmax, DocNADE, NVIL), which score the ordered word sequence.
+
+    Shapes: W (vocab, context_size), b (vocab,).
+    """
+
+    def __init__(self, size: int, context_size: int, init_scale: float = 0.01):
+        super().__init__()
+        self.size = size
+        self.context_size = context_size
+        self.bias = nn.Parameter(torch.zeros(size))
+        self.weight = nn.Parameter(torch.randn(size, context_size) * init_scale)
+
+    def logits(self, context: Tensor, value: Tensor | None = None) -> Tensor:
+        return F.linear(context, self.weight, self.bias)
+
+    def log_prob(self, value: Tensor, context: Tensor) -> Tensor:
+        return (value * torch.log_softmax(self.logits(context), -1)).sum(-1)
+
+    def sample(self, context: Tensor, batch_shape=(), generator=None, noise=None,
+               lengths: Tensor | None = None) -> Tensor:
+        """Word counts for documents of the given lengths (one per row of `context`)."""
+        if lengths is None:
+            raise ValueError("sampling documents needs their lengths")
+        probs = torch.softmax(self.logits(context), -1)
+        flat_probs = probs.reshape(-1, self.size)
+        flat_lengths = lengths.expand(probs.shape[:-1]).reshape(-1).long()
+        max_length = int(flat_lengths.max().item()) if flat_lengths.numel() else 0
+        counts = torch.zeros_like(flat_probs)
+        if max_length > 0:
+            words = torch.multinomial(flat_probs, max_length, replacement=True, generator=generator)
+            keep = torch.arange(max_length, device=words.device) < flat_lengths.unsqueeze(-1)
+            counts.scatter_add_(1, words, keep.to(counts.dtype))
+        return counts.reshape(probs.shape)
+
+
+def logit(p: Tensor, eps: float = 1e-3) -> Tensor:
+    p = p.clamp(eps, 1 - eps)
+    return torch.log(p) - torch.log1p(-p)
+
