@@ -17,6 +17,9 @@ from bench.errors import UserError
 VERB_MODULES = [
     "bench.verbs.data",
     "bench.verbs.list",
+    "bench.verbs.check",
+    "bench.verbs.train",
+    "bench.verbs.eval",
 ]
 
 

@@ -1,0 +1,82 @@
+"""Train one run end to end and write its record: the function behind `train` and `run`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from algorithms import options_dict
+from bench.records import (RECORD, SCHEMA_VERSION, code_version, environment, metric_entry,
+                           read_record, write_record)
+from bench.specs import RunSpec
+from bench.training import BEST, CURVE, Trainer, build
+
+
+def record_is_complete(out_dir: Path) -> bool:
+    path = Path(out_dir) / RECORD
+    if not path.exists():
+        return False
+    try:
+        return read_record(path).get("status") in ("complete", "diverged")
+    except Exception:
+        return False
+
+
+def train_run(spec: RunSpec, out_dir: Path, data=None, data_dir=None, progress: bool = True,
+              log=print) -> dict:
+    """Train (or resume) the run, evaluate the best parameters on the test set, write the record."""
+    started = time.perf_counter()
+    built = build(spec, data, data_dir)
+    trainer = Trainer(built, out_dir, progress=progress)
+    state = trainer.train()
+    metrics = []
+    if state.status == "complete":
+        trainer.restore_best()
+        trainer.save_best()
+        best_valid = trainer.evaluate_split("valid", limit=spec.eval_examples,
+                                            seed_offset=state.best_update)
+        metrics.append(metric_entry("valid", best_valid, state.best_update))
+        test = trainer.evaluate_split("test", seed_offset=-1)
+        metrics.append(metric_entry("test", test, state.best_update))
+        if spec.test_iw_samples:
+            test_iw = trainer.evaluate_split("test", "iw", spec.test_iw_samples, seed_offset=-2)
+            metrics.append(metric_entry("test", test_iw, state.best_update))
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "status": state.status,
+        "run_name": spec.run_name(),
+        "config": {
+            "spec": spec.to_dict(),
+            "algorithm": {"name": built.algorithm.name, "preset": spec.algorithm.partition(":")[2],
+                          "options": options_dict(built.algorithm.options)},
+            "model": {"spec": built.model_spec.name, "family": built.model_spec.family,
+                      "layers": list(built.model_spec.layers), "inference": spec.inference},
+            "dataset": {"name": built.data.name, "split": built.data.split, "kind": built.data.kind,
+                        "sizes": {s: int(getattr(built.data, s).shape[0])
+                                  for s in ("train", "valid", "test")},
+                        "provenance": built.data.provenance},
+            "optimizers": {g: {"name": spec.optimizer, "learning_rate": rate}
+                           for g, rate in trainer.learning_rates.items()},
+            "batch_size": spec.batch_size,
+            "train_samples_per_example": 1,
+        },
+        "seed": spec.seed,
+        "updates": state.update,
+        "epochs": state.update * spec.batch_size / built.data.train.shape[0],
+        "best_update": state.best_update,
+        "wall_time_s": time.perf_counter() - started,
+        "train_time_s": state.train_seconds,
+        "eval_time_s": state.eval_seconds,
+        "throughput": {
+            "updates_per_s": state.update / state.train_seconds if state.train_seconds else None,
+            "examples_per_s": (state.update * spec.batch_size / state.train_seconds
+                               if state.train_seconds else None),
+        },
+        "metrics": metrics,
+        "code": code_version(),
+        "environment": environment(built.device),
+        "curve": CURVE,
+        "best_parameters": BEST if state.status == "complete" else None,
+    }
+    write_record(out_dir, record)
+    return record

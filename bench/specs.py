@@ -1,0 +1,121 @@
+"""Run specs: one frozen dataclass whose defaults are the paper's protocol (§4.1).
+
+    minibatches of 20, one sample from the inference network per example, fixed learning rates
+    (3e-4 for NVIL on MNIST, 1e-4 for wake-sleep, 3e-5 on 20 Newsgroups and 1e-3 on RCV1 for the
+    document models), the inference network at one fifth of the model's rate (set by the
+    algorithm), the validation bound (10-sample ELBO) evaluated at a fixed interval and the best
+    parameters kept (early stopping).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.errors import UserError, unknown_name
+
+OPTIMIZERS = ("adam", "sgd")
+DEVICES = ("cpu", "cuda")
+
+# (dataset, algorithm) -> learning rate of the model parameters; None matches any algorithm.
+PAPER_LEARNING_RATES = {
+    ("mnist", "nvil"): 3e-4,
+    ("mnist", "wake-sleep"): 1e-4,
+    ("synthetic", "nvil"): 3e-4,
+    ("synthetic", "wake-sleep"): 1e-4,
+    ("20news", None): 3e-5,
+    ("rcv1", None): 1e-3,
+}
+
+
+def paper_learning_rate(dataset: str, algorithm: str) -> float:
+    name = algorithm.partition(":")[0]
+    for key in ((dataset, name), (dataset, None)):
+        if key in PAPER_LEARNING_RATES:
+            return PAPER_LEARNING_RATES[key]
+    return 3e-4
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    algorithm: str = "nvil"
+    model: str = "sbn:200"
+    dataset: str = "mnist"
+    split: str | None = None            # the dataset's default split ('paper' for MNIST)
+    inference: str = "factorial"        # or 'autoregressive' (Table 2)
+    updates: int = 100_000
+    seed: int = 0
+    batch_size: int = 20
+    learning_rate: float | None = None  # None: the paper's rate for this dataset and algorithm
+    optimizer: str = "adam"
+    eval_interval: int = 5_000
+    eval_samples: int = 10              # K of the validation/test ELBO, §4.1
+    eval_examples: int | None = None    # evaluate on the first N validation rows (None: all)
+    test_iw_samples: int = 0            # also report the iw bound with this K at the end (0: no)
+    device: str = "cpu"
+    options: dict[str, Any] = field(default_factory=dict)  # algorithm options (--set)
+
+    def __post_init__(self):
+        if self.optimizer not in OPTIMIZERS:
+            raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
+        if self.device.split(":")[0] not in DEVICES:
+            raise unknown_name("device", self.device, DEVICES)
+        for name in ("updates", "batch_size", "eval_interval", "eval_samples"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise UserError(f"learning_rate must be positive, got {self.learning_rate}")
+
+    @property
+    def resolved_learning_rate(self) -> float:
+        if self.learning_rate is not None:
+            return self.learning_rate
+        return paper_learning_rate(self.dataset, self.algorithm)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def identity(self) -> dict[str, Any]:
+        """What must match for a checkpoint to be resumed by this spec (not the budget)."""
+        identity = self.to_dict()
+        identity.pop("updates")
+        return identity
+
+    def run_name(self) -> str:
+        parts = [self.dataset, self.model, self.algorithm]
+        if self.inference != "factorial":
+            parts.append(self.inference)
+        parts.append(f"s{self.seed}")
+        return re.sub(r"[^A-Za-z0-9.+-]+", "_", "-".join(parts))
+
+
+SPEC_FIELDS = {f.name: f for f in dataclasses.fields(RunSpec)}
+
+
+def spec_from_assignments(base: RunSpec, assignments: dict[str, str]) -> RunSpec:
+    """Apply `--set key=value`: RunSpec fields by name, anything else is an algorithm option
+    (validated by the algorithm, which lists its valid options)."""
+    changes: dict[str, Any] = {}
+    options = dict(base.options)
+    for key, value in assignments.items():
+        if key in SPEC_FIELDS and key != "options":
+            changes[key] = _coerce_field(key, value)
+        else:
+            options[key] = value
+    return dataclasses.replace(base, options=options, **changes)
+
+
+def _coerce_field(key: str, value: str):
+    annotation = str(SPEC_FIELDS[key].type)
+    if value.lower() in ("none", "null") and "None" in annotation:
+        return None
+    try:
+        if annotation.startswith("int"):
+            return int(value)
+        if annotation.startswith("float"):
+            return float(value)
+    except ValueError:
+        raise UserError(f"--set {key}={value!r}: expected {annotation}") from None
+    return value

@@ -1,0 +1,63 @@
+"""`python -m bench eval RUN --k 5000`: add a tighter bound to a finished run's record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def add_parser(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "eval", help="evaluate a trained run's best parameters again (e.g. the iw bound, K=5000)",
+        description="Loads the best parameters of a finished run and adds a metric to its record "
+                    "without retraining.")
+    parser.add_argument("run", help="run directory (holding record.json and best.pt)")
+    parser.add_argument("--k", type=int, default=5000, help="number of importance samples")
+    parser.add_argument("--bound", default="iw", help="iw (default), elbo or exact")
+    parser.add_argument("--split", default="test", help="test (default), valid or train")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--device", default=None)
+    parser.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import dataclasses
+
+    import torch
+    from tqdm import tqdm
+
+    from bench.errors import UserError
+    from bench.evaluation import evaluate
+    from bench.records import metric_entry, read_record, write_record
+    from bench.specs import RunSpec
+    from bench.training import BEST, build
+
+    run_dir = Path(args.run)
+    record = read_record(run_dir)
+    if args.split not in ("train", "valid", "test"):
+        raise UserError(f"unknown split {args.split!r}; valid splits: test, train, valid")
+    best_path = run_dir / BEST
+    if not best_path.exists():
+        raise UserError(f"{best_path} is missing: the run has no best parameters "
+                        f"(status {record['status']}); finish training it first")
+    spec = RunSpec(**record["config"]["spec"])
+    if args.device:
+        spec = dataclasses.replace(spec, device=args.device)
+    built = build(spec, data_dir=args.data_dir)
+    saved = torch.load(best_path, map_location=built.device, weights_only=False)
+    built.algorithm.load_state_dict(saved["algorithm"])
+    rows = getattr(built.data, args.split)
+    with tqdm(total=rows.shape[0], desc=f"{args.bound} K={args.k}", unit="ex") as bar:
+        evaluation = evaluate(built.algorithm.model, built.algorithm.inference, rows, args.bound,
+                              args.k, seed=spec.seed * 1_000_003 - 3, device=built.device,
+                              counts=built.data.kind == "counts", progress=bar.update)
+    entry = metric_entry(args.split, evaluation, record.get("best_update"))
+    record["metrics"] = [m for m in record["metrics"]
+                         if (m["split"], m["bound"], m["k"]) != (entry["split"], entry["bound"], entry["k"])]
+    record["metrics"].append(entry)
+    write_record(run_dir, record)
+    line = f"{args.split} {args.bound} (K={entry['k']}): NLL {entry['nll']:.2f} nats"
+    if "perplexity" in entry:
+        line += f", perplexity {entry['perplexity']:.1f}"
+    print(line)
+    print(f"added to {run_dir / 'record.json'}")
+    return 0
