@@ -36,10 +36,11 @@ def train_run(spec: RunSpec, out_dir: Path, data=None, data_dir=None, progress: 
         best_valid = trainer.evaluate_split("valid", limit=spec.eval_examples,
                                             seed_offset=state.best_update)
         metrics.append(metric_entry("valid", best_valid, state.best_update))
-        test = trainer.evaluate_split("test", seed_offset=-1)
+        test = trainer.evaluate_split("test", seed_offset=-1, limit=spec.test_examples)
         metrics.append(metric_entry("test", test, state.best_update))
         if spec.test_iw_samples:
-            test_iw = trainer.evaluate_split("test", "iw", spec.test_iw_samples, seed_offset=-2)
+            test_iw = trainer.evaluate_split("test", "iw", spec.test_iw_samples, seed_offset=-2,
+                                             limit=spec.test_examples)
             metrics.append(metric_entry("test", test_iw, state.best_update))
     record = {
         "schema_version": SCHEMA_VERSION,
@@ -77,6 +78,25 @@ def train_run(spec: RunSpec, out_dir: Path, data=None, data_dir=None, progress: 
         "environment": environment(built.device),
         "curve": CURVE,
         "best_parameters": BEST if state.status == "complete" else None,
+    }
+    write_record(out_dir, record)
+    return record
+
+
+def write_failed_record(spec: RunSpec, out_dir: Path, error: BaseException) -> dict:
+    """A record for a run that could not train (missing data, bad option...), so that a table shows
+    the cell as failed instead of leaving it out."""
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "status": "failed",
+        "run_name": spec.run_name(),
+        "error": f"{type(error).__name__}: {error}",
+        "config": {"spec": spec.to_dict()},
+        "seed": spec.seed,
+        "updates": 0,
+        "metrics": [],
+        "code": code_version(),
+        "environment": environment("cpu"),
     }
     write_record(out_dir, record)
     return record

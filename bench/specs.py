@@ -53,6 +53,7 @@ class RunSpec:
     eval_interval: int = 5_000
     eval_samples: int = 10              # K of the validation/test ELBO, §4.1
     eval_examples: int | None = None    # evaluate on the first N validation rows (None: all)
+    test_examples: int | None = None    # report the test bound on the first N test rows (smoke runs)
     test_iw_samples: int = 0            # also report the iw bound with this K at the end (0: no)
     device: str = "cpu"
     options: dict[str, Any] = field(default_factory=dict)  # algorithm options (--set)
