@@ -91,11 +91,15 @@ _TOKEN_FILES = (
      "9a70be1a2ec0ecd554fa97eacc87cf99d086843495683289d12f99911b00a14e"),
 )
 
-RESOURCES: tuple[res.Resource, ...] = tuple(
-    res.Resource(name, FOLDER, (res.Source(
-        name, tuple(f"{base}/{name}.gz" for base in _LYRL_MIRRORS), sha256, size, "tokens"),))
-    for name, size, sha256 in _TOKEN_FILES
-)
+
+
+def _resource(name: str, size: int, sha256: str) -> res.Resource:
+    urls = tuple(f"{base}/{name}.gz" for base in _LYRL_MIRRORS)
+    return res.Resource(name, FOLDER, (res.Source(name, urls, sha256, size, "tokens"),))
+
+
+# Order matters: it is the order of the corpus, hence of the seeded test-set draw.
+RESOURCES: tuple[res.Resource, ...] = tuple(_resource(*row) for row in _TOKEN_FILES)
 
 
 # --- the recipe -------------------------------------------------------------------------------
