@@ -118,39 +118,54 @@ class TokenCorpus:
     num_dropped: int
 
 
+READ_BLOCK_BYTES = 8 << 20
+RECORD_MARK = b"\n.I "
+
+
+def _parse_record(record: bytes, path: Path) -> tuple[int, list[bytes]]:
+    """The text after a record's '.I ' (docid, newline, '.W', token lines) -> (docid, tokens)."""
+    head, _, body = record.partition(b"\n")
+    marker, _, text = body.partition(b"\n")
+    try:
+        docid = int(head)
+    except ValueError:
+        raise UserError(f"{path}: expected '.I <docid>', got {b'.I ' + head[:40]!r}") from None
+    if marker.strip() != b".W":
+        raise UserError(f"{path}: record .I {docid} has no '.W' line; not a LYRL2004 token file")
+    return docid, text.split()
+
+
 def iter_token_records(path: Path, on_bytes: Callable[[int], None] | None = None
                        ) -> Iterator[tuple[int, list[bytes]]]:
-    """(docid, tokens) for each record of a LYRL2004 token file, one document at a time."""
-    docid: int | None = None
-    tokens: list[bytes] = []
-    in_text = False
-    pending_bytes = 0
+    """(docid, tokens) for each record of a LYRL2004 token file, one document at a time.
+
+    The file is read in blocks of a few MB and cut at record starts (RECORD_MARK), so memory
+    stays constant whatever the file's size, and Python loops over documents, not lines.
+    """
+    tail = b"\n"  # a leading newline, so that the first record too starts with RECORD_MARK
+    at_start = True
     with open(path, "rb") as handle:
-        for number, line in enumerate(handle, start=1):
-            pending_bytes += len(line)
-            if line.startswith(b".I"):
-                if docid is not None:
-                    yield docid, tokens
-                try:
-                    docid = int(line[2:])
-                except ValueError:
-                    raise UserError(f"{path}, line {number}: expected '.I <docid>', got "
-                                    f"{line[:40]!r}") from None
-                tokens, in_text = [], False
+        while True:
+            block = handle.read(READ_BLOCK_BYTES)
+            pieces = (tail + block).split(RECORD_MARK)
+            if block:
+                tail = pieces.pop()  # the last record may continue in the next block
+                if not pieces:
+                    continue
+            head, complete = pieces[0], pieces[1:]
+            if at_start:
+                if head.strip():
+                    raise UserError(f"{path}: text before the first '.I <docid>' record; not a "
+                                    f"LYRL2004 token file")
+                at_start = False
+            else:
+                complete.insert(0, head)  # the record carried over from the previous block
+            for record in complete:
                 if on_bytes is not None:
-                    on_bytes(pending_bytes)
-                    pending_bytes = 0
-            elif line.strip() == b".W":
-                in_text = True
-            elif in_text:
-                tokens.extend(line.split())
-            elif line.strip():
-                raise UserError(f"{path}, line {number}: text outside a '.I'/'.W' record; "
-                                f"not a LYRL2004 token file")
-    if docid is not None:
-        yield docid, tokens
-    if on_bytes is not None and pending_bytes:
-        on_bytes(pending_bytes)
+                    on_bytes(len(record) + len(RECORD_MARK))
+                yield _parse_record(record, path)
+            if not block:
+                return
 
 
 def _progress(paths: Sequence[Path], desc: str):
@@ -169,27 +184,52 @@ def choose_vocabulary(counts: Counter, vocab_size: int, min_count: int) -> list[
 
 
 class _CsrRows:
-    """Rows of a count matrix appended one at a time into compact typed arrays."""
+    """Rows of a count matrix, added a document at a time into compact typed arrays.
 
-    def __init__(self) -> None:
+    Documents are buffered as lists of column ids and counted in batches with one np.unique
+    over (document, column) keys, which is much faster than a call per document.
+    """
+
+    BATCH_TOKENS = 1 << 20
+
+    def __init__(self, num_columns: int) -> None:
+        self.num_columns = num_columns
         self.indices = array("i")
         self.counts = array("f")
         self.indptr = array("q", [0])
         self.docids = array("q")
+        self._columns = array("i")
+        self._lengths = array("q")
 
-    def append(self, docid: int, columns: np.ndarray, counts: np.ndarray) -> None:
-        self.indices.frombytes(columns.astype(np.int32).tobytes())
-        self.counts.frombytes(counts.astype(np.float32).tobytes())
-        self.indptr.append(len(self.indices))
+    def add(self, docid: int, columns: list[int]) -> None:
+        """A document given by the column of each of its in-vocabulary tokens (not empty)."""
+        self._columns.extend(columns)
+        self._lengths.append(len(columns))
         self.docids.append(docid)
+        if len(self._columns) >= self.BATCH_TOKENS:
+            self._flush()
 
-    def matrix(self, num_columns: int) -> sp.csr_matrix:
+    def _flush(self) -> None:
+        if not self._lengths:
+            return
+        lengths = np.frombuffer(self._lengths, dtype=np.int64)
+        document = np.repeat(np.arange(lengths.size, dtype=np.int64), lengths)
+        keys = document * self.num_columns + np.frombuffer(self._columns, dtype=np.int32)
+        unique, counts = np.unique(keys, return_counts=True)  # sorted: by document, then column
+        per_document = np.bincount(unique // self.num_columns, minlength=lengths.size)
+        self.indices.frombytes((unique % self.num_columns).astype(np.int32).tobytes())
+        self.counts.frombytes(counts.astype(np.float32).tobytes())
+        self.indptr.frombytes((self.indptr[-1] + np.cumsum(per_document)).astype(np.int64).tobytes())
+        self._columns, self._lengths = array("i"), array("q")
+
+    def matrix(self) -> sp.csr_matrix:
+        self._flush()
         index_dtype = np.int32 if len(self.indices) < np.iinfo(np.int32).max else np.int64
         return sp.csr_matrix(
             (np.frombuffer(self.counts, dtype=np.float32),
              np.frombuffer(self.indices, dtype=np.int32).astype(index_dtype, copy=False),
              np.frombuffer(self.indptr, dtype=np.int64).astype(index_dtype)),
-            shape=(len(self.docids), num_columns))
+            shape=(len(self.docids), self.num_columns))
 
 
 def build_from_tokens(token_paths: Sequence[Path], vocab_size: int = VOCAB_SIZE,
@@ -216,7 +256,7 @@ def build_from_tokens(token_paths: Sequence[Path], vocab_size: int = VOCAB_SIZE,
     is_test[np.random.default_rng(test_seed).choice(num_documents, size=test_size, replace=False)] = True
     column_of = {token: column for column, token in enumerate(vocab)}.get
 
-    train, test = _CsrRows(), _CsrRows()
+    train, test = _CsrRows(len(vocab)), _CsrRows(len(vocab))
     position = 0
     dropped = 0
     with _progress(paths, "rcv1 pass 2/2: building count rows") as bar:
@@ -224,9 +264,7 @@ def build_from_tokens(token_paths: Sequence[Path], vocab_size: int = VOCAB_SIZE,
             for docid, tokens in iter_token_records(path, bar.update):
                 columns = [c for c in map(column_of, tokens) if c is not None]
                 if columns:
-                    unique, counts = np.unique(np.asarray(columns, dtype=np.int32),
-                                               return_counts=True)
-                    (test if is_test[position] else train).append(docid, unique, counts)
+                    (test if is_test[position] else train).add(docid, columns)
                 else:
                     dropped += 1
                 position += 1
@@ -236,7 +274,7 @@ def build_from_tokens(token_paths: Sequence[Path], vocab_size: int = VOCAB_SIZE,
 
     words = tuple(token.decode("latin-1") for token in vocab)  # LYRL2004 stems are ASCII
     return TokenCorpus(
-        train=train.matrix(len(words)), test=test.matrix(len(words)), vocab=words,
+        train=train.matrix(), test=test.matrix(), vocab=words,
         train_docids=np.frombuffer(train.docids, dtype=np.int64).copy(),
         test_docids=np.frombuffer(test.docids, dtype=np.int64).copy(),
         num_documents=num_documents, num_dropped=dropped)

@@ -60,7 +60,9 @@ def reference_recipe(documents, vocab_size, test_size, min_count, seed):
     return vocab, train_rows, test_rows
 
 
-def test_recipe_matches_reference(tmp_path):
+@pytest.mark.parametrize("batch_tokens", [1 << 20, 7], ids=["one-batch", "many-batches"])
+def test_recipe_matches_reference(tmp_path, monkeypatch, batch_tokens):
+    monkeypatch.setattr(rcv1._CsrRows, "BATCH_TOKENS", batch_tokens)
     paths, documents = write_token_files(tmp_path)
     corpus = rcv1.build_from_tokens(paths, vocab_size=50, test_size=5, min_count=3, test_seed=7)
     vocab, train_rows, test_rows = reference_recipe(documents, 50, 5, 3, 7)
@@ -100,9 +102,21 @@ def test_token_records_parse_across_lines(tmp_path):
         (5, [b"alpha", b"beta", b"beta"]), (9, []), (12, [b"gamma"])]
 
 
+@pytest.mark.parametrize("block_bytes", [1, 2, 3, 7, 64, 1000])
+def test_token_records_do_not_depend_on_read_blocks(tmp_path, monkeypatch, block_bytes):
+    # Blocks that cut records, and the '\n.I ' marks themselves, anywhere.
+    documents = make_token_documents(seed=3, num_documents=12)
+    path = tmp_path / "t.dat"
+    path.write_bytes(token_file_bytes(documents))
+    monkeypatch.setattr(rcv1, "READ_BLOCK_BYTES", block_bytes)
+    expected = [(docid, [token.encode() for token in tokens]) for docid, tokens in documents]
+    assert list(rcv1.iter_token_records(path)) == expected
+
+
 @pytest.mark.parametrize("text, problem", [
-    (b"alpha beta\n", "outside a '.I'/'.W' record"),
+    (b"alpha beta\n.I 5\n.W\nalpha\n", "text before the first '.I <docid>' record"),
     (b".I five\n.W\nalpha\n", "expected '.I <docid>'"),
+    (b".I 5\nalpha\n", "has no '.W' line"),
 ])
 def test_malformed_token_file(tmp_path, text, problem):
     path = tmp_path / "bad.dat"
@@ -117,13 +131,16 @@ def test_test_size_must_leave_training_documents(tmp_path):
         rcv1.build_from_tokens(paths, vocab_size=5, test_size=10, min_count=1)
 
 
-def test_recipe_streams_instead_of_holding_all_tokens(tmp_path):
-    # 800 documents of 100 tokens: holding every token as a bytes object takes about 4 MB
-    # (measured with tracemalloc); streaming needs only the stem counts and the CSR rows
-    # (about 0.5 MB).
+def test_recipe_streams_instead_of_holding_all_tokens(tmp_path, monkeypatch):
+    # 600 documents of 250 tokens over 80 stems (1.3 MB of text): holding every token as a
+    # bytes object takes about 7.5 MB (measured with tracemalloc); streaming needs one read
+    # block, one batch of column ids, the stem counts and the CSR rows (about 0.7 MB). Read
+    # blocks (8 MB) and batches (2^20 tokens) are shrunk to stay well below this corpus's size.
+    monkeypatch.setattr(rcv1, "READ_BLOCK_BYTES", 64 << 10)
+    monkeypatch.setattr(rcv1._CsrRows, "BATCH_TOKENS", 4096)
     rng = np.random.default_rng(0)
-    stems = [f"stem{i:04d}" for i in range(400)]
-    documents = [(i, [stems[j] for j in rng.integers(0, 400, 100)]) for i in range(800)]
+    stems = [f"stem{i:04d}" for i in range(80)]
+    documents = [(i, [stems[j] for j in rng.integers(0, 80, 250)]) for i in range(600)]
     path = tmp_path / "big.dat"
     path.write_bytes(token_file_bytes(documents))
     tracemalloc.start()
@@ -132,8 +149,8 @@ def test_recipe_streams_instead_of_holding_all_tokens(tmp_path):
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert corpus.num_documents == 800
-    assert peak < 1_500_000, f"peak {peak:,} bytes: the recipe seems to hold the whole corpus"
+    assert corpus.num_documents == 600
+    assert peak < 2_500_000, f"peak {peak:,} bytes: the recipe seems to hold the whole corpus"
 
 
 # --- the registered dataset -------------------------------------------------------------------
