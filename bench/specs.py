@@ -66,8 +66,10 @@ class RunSpec:
         for name in ("updates", "batch_size", "eval_interval", "eval_samples"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.learning_rate is not None and not self.learning_rate > 0:
-            raise UserError(f"learning_rate must be positive, got {self.learning_rate}")
+        # The optimizers apply the rate in float32: a larger one cannot even be represented.
+        if self.learning_rate is not None and not 0 < self.learning_rate < 3.4e38:
+            raise UserError(f"learning_rate must be a positive float32 number, got "
+                            f"{self.learning_rate}")
 
     @property
     def resolved_learning_rate(self) -> float:

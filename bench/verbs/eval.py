@@ -46,6 +46,10 @@ def run(args) -> int:
     saved = torch.load(best_path, map_location=built.device, weights_only=False)
     built.algorithm.load_state_dict(saved["algorithm"])
     rows = getattr(built.data, args.split)
+    # The same rows as the record's other metrics of this split, so the bounds are comparable.
+    limit = {"test": spec.test_examples, "valid": spec.eval_examples}.get(args.split)
+    if limit is not None:
+        rows = rows[:limit]
     with tqdm(total=rows.shape[0], desc=f"{args.bound} K={args.k}", unit="ex") as bar:
         evaluation = evaluate(built.algorithm.model, built.algorithm.inference, rows, args.bound,
                               args.k, seed=spec.seed * 1_000_003 - 3, device=built.device,

@@ -1,0 +1,22 @@
+"""Shared test setup: a per-session data root, so that converted datasets are reused across tests
+and nothing is written to the user's cache."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_data_root(tmp_path_factory):
+    if "BENCH_DATA" not in os.environ:
+        os.environ["BENCH_DATA"] = str(tmp_path_factory.mktemp("bench-data"))
+    return os.environ["BENCH_DATA"]
+
+
+def mirror_or_skip() -> str:
+    mirror = os.environ.get("BENCH_DATA_MIRROR")
+    if not mirror or not os.path.isdir(mirror):
+        pytest.skip("real data tests need BENCH_DATA_MIRROR (a directory laid out like ../shared/data)")
+    return mirror

@@ -1,0 +1,180 @@
+"""The training loop: resume gives the same record, divergence is recorded, records carry what
+they must, `eval` adds a tighter bound, and users' mistakes end in one clear line."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.records import read_record
+from bench.runs import train_run
+from bench.specs import RunSpec
+from bench.training import CHECKPOINT, Trainer, build
+
+REPO = Path(__file__).resolve().parent.parent
+SMALL = dict(dataset="synthetic", model="sbn:4-8", eval_interval=40, eval_examples=200,
+             test_examples=300)
+
+
+def bench(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=600)
+
+
+def comparable(record: dict) -> dict:
+    """The parts of a record that must not depend on interruptions (not timings)."""
+    return {"status": record["status"], "updates": record["updates"],
+            "best_update": record["best_update"], "metrics": record["metrics"],
+            "config": record["config"]}
+
+
+class InterruptAfter:
+    """Wraps an algorithm's step to raise KeyboardInterrupt after n calls, like a user's Ctrl-C."""
+
+    def __init__(self, algorithm, calls: int):
+        self.step, self.left = algorithm.step, calls
+        algorithm.step = self
+
+    def __call__(self, *args, **kwargs):
+        if self.left == 0:
+            raise KeyboardInterrupt
+        self.left -= 1
+        return self.step(*args, **kwargs)
+
+
+@pytest.mark.parametrize("algorithm", ["nvil", "wake-sleep"])
+def test_interrupted_and_resumed_run_ends_with_the_same_record(tmp_path, algorithm):
+    spec = RunSpec(algorithm=algorithm, updates=200, seed=3, **SMALL)
+    straight = train_run(spec, tmp_path / "straight", progress=False)
+
+    built = build(spec)
+    InterruptAfter(built.algorithm, 130)  # dies between the checkpoints at 120 and 160
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(built, tmp_path / "resumed", progress=False).train()
+    assert (tmp_path / "resumed" / CHECKPOINT).exists()
+    resumed = train_run(spec, tmp_path / "resumed", progress=False)
+
+    assert comparable(resumed) == comparable(straight)
+    curve_a = (tmp_path / "straight" / "curve.csv").read_text()
+    assert curve_a == (tmp_path / "resumed" / "curve.csv").read_text()
+
+
+def test_a_run_that_produces_nan_is_recorded_as_diverged(tmp_path):
+    spec = RunSpec(updates=200, **SMALL)
+    built = build(spec)
+    original_step = built.algorithm.step
+    calls = {"n": 0}
+
+    def poisoned_step(x, generator=None):
+        calls["n"] += 1
+        if calls["n"] == 50:
+            with torch.no_grad():
+                built.algorithm.model.visible.weight.fill_(float("nan"))
+        return original_step(x, generator)
+
+    built.algorithm.step = poisoned_step
+    state = Trainer(built, tmp_path, progress=False).train()
+    assert state.status == "diverged"
+    assert state.update < 200
+
+
+def test_diverged_run_through_the_cli_exits_nonzero_with_a_record(tmp_path):
+    # A learning rate that overflows float32 turns the parameters into inf and the bound into NaN.
+    result = bench("train", "--dataset", "synthetic", "--model", "sbn:4-8", "--updates", "300",
+                   "--set", "optimizer=sgd", "--set", "learning_rate=1e38", "--set",
+                   "eval_interval=50", "--out", str(tmp_path), "--no-progress")
+    record = json.loads((tmp_path / "record.json").read_text())
+    assert record["status"] == "diverged", result.stdout + result.stderr
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+
+
+def test_record_carries_configuration_seed_updates_bounds_code_and_device(tmp_path):
+    spec = RunSpec(algorithm="nvil:vn", updates=80, seed=7, test_iw_samples=20, **SMALL)
+    record = train_run(spec, tmp_path, progress=False)
+    assert record["schema_version"] == 1
+    assert record["status"] == "complete"
+    assert record["seed"] == 7 and record["updates"] == 80
+    config = record["config"]
+    assert config["algorithm"]["name"] == "nvil" and config["algorithm"]["preset"] == "vn"
+    assert config["algorithm"]["options"]["input_dependent_baseline"] is False
+    assert config["model"]["layers"] == [4, 8]
+    assert config["dataset"]["split"] == "paper"
+    assert config["optimizers"]["inference"]["learning_rate"] == pytest.approx(
+        0.2 * config["optimizers"]["model"]["learning_rate"])
+    assert {"name", "learning_rate"} <= set(config["optimizers"]["model"])
+    bounds = {(m["split"], m["bound"], m["k"]) for m in record["metrics"]}
+    assert bounds == {("valid", "elbo", 10), ("test", "elbo", 10), ("test", "iw", 20)}
+    for metric in record["metrics"]:
+        assert math.isfinite(metric["nll"]) and metric["nll"] == pytest.approx(-metric["mean"])
+    assert set(record["code"]) == {"commit", "dirty"}
+    assert {"python", "torch", "device", "threads"} <= set(record["environment"])
+    assert record["throughput"]["examples_per_s"] == pytest.approx(
+        20 * record["throughput"]["updates_per_s"])
+    curve = (tmp_path / "curve.csv").read_text().splitlines()
+    assert curve[0] == "update,epoch,valid_bound" and len(curve) == 1 + 3  # updates 0, 40, 80
+
+
+def test_best_validation_parameters_are_kept(tmp_path):
+    spec = RunSpec(updates=160, **SMALL)
+    record = train_run(spec, tmp_path, progress=False)
+    lines = (tmp_path / "curve.csv").read_text().splitlines()[1:]
+    points = [(int(u), float(b)) for u, _, b in (line.split(",") for line in lines)]
+    best_update, _ = max(points, key=lambda point: point[1])
+    assert record["best_update"] == best_update
+
+
+def test_eval_adds_an_importance_sampled_bound_without_retraining(tmp_path):
+    spec = RunSpec(updates=120, **SMALL)
+    train_run(spec, tmp_path, progress=False)
+    before = read_record(tmp_path)
+    result = bench("eval", str(tmp_path), "--k", "200")
+    assert result.returncode == 0, result.stderr
+    after = read_record(tmp_path)
+    iw = [m for m in after["metrics"] if m["bound"] == "iw"]
+    assert len(iw) == 1 and iw[0]["k"] == 200
+    elbo = [m for m in after["metrics"] if m["split"] == "test" and m["bound"] == "elbo"][0]
+    assert iw[0]["nll"] < elbo["nll"]  # the 200-sample bound is tighter than the 10-sample ELBO
+    assert after["updates"] == before["updates"]
+    # The synthetic model is enumerable: the exact NLL is below both bounds.
+    result = bench("eval", str(tmp_path), "--bound", "exact")
+    assert result.returncode == 0, result.stderr
+    exact = [m for m in read_record(tmp_path)["metrics"] if m["bound"] == "exact"][0]
+    assert exact["nll"] < iw[0]["nll"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--algorithm", "nosuch"], "valid algorithms: nvil, wake-sleep"),
+    (["--algorithm", "nvil:nosuch"], "valid presets of nvil"),
+    (["--model", "xyz:3"], "unknown model family 'xyz'"),
+    (["--model", "sbn:"], "malformed model spec"),
+    (["--dataset", "nosuch"], "valid datasets"),
+    (["--model", "doc-sbn:5"], "use sbn or fdarn"),
+    (["--set", "nosuch=1"], "valid options of nvil"),
+    (["--set", "optimizer=rmsprop"], "valid optimizers: adam, sgd"),
+    (["--set", "smoothing"], "malformed --set"),
+    (["--set", "learning_rate=1e300"], "learning_rate must be a positive float32 number"),
+])
+def test_user_mistakes_give_one_clear_line_and_exit_2(tmp_path, args, message):
+    result = bench("train", "--dataset", "synthetic", "--model", "sbn:4-8", "--updates", "5",
+                   "--out", str(tmp_path / "run"), "--no-progress", *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_existing_run_with_another_configuration_is_not_overwritten(tmp_path):
+    spec = RunSpec(updates=40, **SMALL)
+    train_run(spec, tmp_path, progress=False)
+    checkpoint = (tmp_path / CHECKPOINT).read_bytes()
+    result = bench("train", "--dataset", "synthetic", "--model", "sbn:4-8", "--updates", "40",
+                   "--seed", "9", "--out", str(tmp_path), "--no-progress")
+    assert result.returncode == 2
+    assert "different configuration" in result.stderr
+    assert (tmp_path / CHECKPOINT).read_bytes() == checkpoint
