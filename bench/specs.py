@@ -49,7 +49,9 @@ class RunSpec:
     seed: int = 0
     batch_size: int = 20
     learning_rate: float | None = None  # None: the paper's rate for this dataset and algorithm
-    optimizer: str = "adam"
+    # Plain SGD on the summed minibatch gradient (Algorithm 1 sums over the minibatch) at the
+    # paper's rates: in 20,000-update runs it matched or beat Adam at the same rates (README).
+    optimizer: str = "sgd"
     eval_interval: int = 5_000
     eval_samples: int = 10              # K of the validation/test ELBO, §4.1
     eval_examples: int | None = None    # evaluate on the first N validation rows (None: all)

@@ -251,9 +251,10 @@ class Trainer:
 
 def make_optimizer(name: str, params, learning_rate: float) -> torch.optim.Optimizer:
     # Gradient ascent on the bound = descent on the surrogate losses.
+    # foreach: one call per group instead of one per tensor (the step is overhead-bound at batch 20).
     if name == "adam":
-        return torch.optim.Adam(params, lr=learning_rate)
-    return torch.optim.SGD(params, lr=learning_rate)
+        return torch.optim.Adam(params, lr=learning_rate, foreach=True)
+    return torch.optim.SGD(params, lr=learning_rate, foreach=True)
 
 
 def make_progress(total: int, initial: int, enabled: bool, description: str):

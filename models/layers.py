@@ -79,21 +79,40 @@ class LogisticLayer(nn.Module):
 
     def sample(self, context: Tensor | None = None, batch_shape=(), generator=None,
                noise: Tensor | None = None) -> Tensor:
+        return self._sample_from(self.context_logits(context, batch_shape), batch_shape,
+                                 generator, noise)
+
+    def sample_with_log_prob(self, context: Tensor | None = None, batch_shape=(), generator=None,
+                             noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """A sample (no gradient) and its log-probability (with gradient) from ONE evaluation of
+        the context's logits: the inference network's hot path, which would otherwise compute its
+        largest matrix product twice. A context of shape (B, C) with batch_shape (S, B) is
+        multiplied once and broadcast over the S samples."""
         base = self.context_logits(context, batch_shape)
+        value = self._sample_from(base.detach(), batch_shape, generator, noise)
+        logits = base
+        if self.autoregressive:
+            logits = base + F.linear(value, self.masked_autoregressive_weight())
+        return value, bernoulli_log_prob(logits, value)
+
+    def _sample_from(self, base: Tensor, batch_shape, generator, noise) -> Tensor:
+        if tuple(batch_shape) and tuple(base.shape[:-1]) != tuple(batch_shape):
+            base = base.expand(*batch_shape, self.size)
         if noise is None:
             noise = uniform_noise(base.shape, generator, base)
-        if not self.autoregressive:
-            return (noise < torch.sigmoid(base)).to(base.dtype)
-        # Ancestral sampling within the layer: unit j's logit collects U_jk h_k for k < j as the
-        # units are drawn, one column of U per unit.
-        weight = self.masked_autoregressive_weight()
-        running = base.clone()
-        units = []
-        for j in range(self.size):
-            unit = (noise[..., j] < torch.sigmoid(running[..., j])).to(base.dtype)
-            units.append(unit)
-            running = running + unit.unsqueeze(-1) * weight[:, j]
-        return torch.stack(units, -1)
+        with torch.no_grad():
+            if not self.autoregressive:
+                return (noise < torch.sigmoid(base)).to(base.dtype)
+            # Ancestral sampling within the layer: unit j's logit collects U_jk h_k for k < j as
+            # the units are drawn, one column of U per unit.
+            weight = self.masked_autoregressive_weight()
+            running = base.clone()
+            units = []
+            for j in range(self.size):
+                unit = (noise[..., j] < torch.sigmoid(running[..., j])).to(base.dtype)
+                units.append(unit)
+                running = running + unit.unsqueeze(-1) * weight[:, j]
+            return torch.stack(units, -1)
 
     def extra_repr(self) -> str:
         return f"size={self.size}, context_size={self.context_size}, autoregressive={self.autoregressive}"

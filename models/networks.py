@@ -116,14 +116,14 @@ class InferenceNet(nn.Module):
         The samples carry no gradient; the log-probabilities do (for score-function estimators).
         """
         context = self.centre(x)
-        if num_samples is not None:
-            context = context.expand(num_samples, *context.shape)
+        # The data is the same for every sample: the first layer's logits are computed once per
+        # example and broadcast over the samples.
+        batch_shape = context.shape[:-1] if num_samples is None else (num_samples, *context.shape[:-1])
         h, log_q = [], []
         for layer in self.layers:
-            with torch.no_grad():
-                value = layer.sample(context, generator=generator)
+            value, log_prob = layer.sample_with_log_prob(context, batch_shape, generator)
             h.append(value)
-            log_q.append(layer.log_prob(value, context))
+            log_q.append(log_prob)
             context = value
         return h, log_q
 

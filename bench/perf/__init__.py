@@ -1,0 +1,1 @@
+"""Throughput measurement: the plain-PyTorch yardstick and the `bench perf` benchmarks."""
