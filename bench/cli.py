@@ -20,6 +20,8 @@ VERB_MODULES = [
     "bench.verbs.check",
     "bench.verbs.train",
     "bench.verbs.eval",
+    "bench.verbs.run",
+    "bench.verbs.report",
 ]
 
 

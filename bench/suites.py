@@ -1,0 +1,360 @@
+"""Suites of runs as data: one TOML file per suite in `bench/suites/`, expanded into cells.
+
+A suite file has five parts (see `bench/suites/table1.toml` for a commented example):
+
+    [suite]        title, description, default_budget, reference (what the suite reproduces)
+    [defaults]     RunSpec fields (and algorithm options) shared by every cell
+    [[cells]]      one or more blocks; a list value is crossed with the other lists of its block
+                   (a product), a scalar applies to every cell of the block. Keys are RunSpec
+                   fields (`algorithm`, `model`, `dataset`, `inference`, ...), `options` (a table
+                   of algorithm options), or any other name, taken as an algorithm option as with
+                   `train --set`. `updates` and `seed` are not allowed: budgets and `--seeds` set them.
+    [table]        metric ("nll": test NLL from the 10-sample ELBO, or "perplexity"), `rows` and
+                   `columns` (the RunSpec field that indexes each), `column_labels` (value -> label,
+                   also the column order), `paper` (the file in results/paper/ with the published
+                   numbers, optional), `literature` (show that file's literature rows)
+    [figure]       optional: `panels` and `lines` (RunSpec fields), `panel_labels`, `line_labels`,
+                   `title`: the validation bound against updates, read from each run's curve.csv
+    [budgets.NAME] per budget: `updates`, `eval_interval` and any other RunSpec field except
+                   `seed`; `note` (text stated with every table run under it)
+
+`expand(suite, budget, seeds)` gives the cells in run order (every cell of seed 0 first, so an
+interrupted suite has whole tables early): each a `Cell` with its RunSpec, its table position and
+its run directory name. Every problem with a file is a `UserError` naming the file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.errors import UserError, unknown_name
+from bench.specs import SPEC_FIELDS, RunSpec
+
+SUITES_DIR = Path(__file__).resolve().parent / "suites"
+METRICS = ("nll", "perplexity")
+SECTIONS = ("suite", "defaults", "cells", "table", "figure", "budgets")
+# Fields a suite may not set: the budget sets `updates`, `--seeds` sets `seed`.
+RESERVED = ("updates", "seed")
+# The fields a table or figure may be indexed by.
+INDEX_FIELDS = ("algorithm", "model", "dataset", "inference", "split", "optimizer")
+
+
+@dataclass(frozen=True)
+class Budget:
+    name: str
+    settings: dict[str, Any]          # RunSpec fields
+    note: str = ""
+
+    @property
+    def updates(self) -> int:
+        return int(self.settings["updates"])
+
+    def describe(self) -> str:
+        parts = [f"{self.updates:,} updates"]
+        if "eval_interval" in self.settings:
+            parts.append(f"validation every {int(self.settings['eval_interval']):,}")
+        if self.settings.get("eval_examples") is not None:
+            parts.append(f"validation on the first {self.settings['eval_examples']:,} rows")
+        if self.settings.get("test_examples") is not None:
+            parts.append(f"test on the first {self.settings['test_examples']:,} rows")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    metric: str
+    rows: str
+    columns: str
+    column_labels: dict[str, str]
+    paper: str | None = None
+    literature: bool = True
+    title: str = ""
+
+    def column_label(self, value: str) -> str:
+        return self.column_labels.get(value, value)
+
+
+@dataclass(frozen=True)
+class FigureLayout:
+    panels: str
+    lines: str
+    panel_labels: dict[str, str] = field(default_factory=dict)
+    line_labels: dict[str, str] = field(default_factory=dict)
+    title: str = ""
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    path: Path
+    title: str
+    description: str
+    reference: str
+    default_budget: str
+    defaults: dict[str, Any]
+    blocks: tuple[dict[str, Any], ...]
+    table: TableLayout
+    figure: FigureLayout | None
+    budgets: dict[str, Budget]
+
+    def budget(self, name: str | None) -> Budget:
+        name = name or self.default_budget
+        if name not in self.budgets:
+            raise unknown_name("budget", name, self.budgets, f"budgets of suite {self.name}")
+        return self.budgets[name]
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One run of a suite: its spec, where it sits in the table (`row`, `column` are the values of
+    the table's index fields) and the name of its run directory."""
+
+    spec: RunSpec
+    row: str
+    column: str
+    run_name: str
+
+    @property
+    def position(self) -> tuple[str, str]:
+        return (self.row, self.column)
+
+
+def names() -> list[str]:
+    """Every suite shipped in bench/suites/, sorted."""
+    return sorted(path.stem for path in SUITES_DIR.glob("*.toml"))
+
+
+def load(name_or_path: str | Path) -> Suite:
+    """A suite by name (bench/suites/NAME.toml) or by path to a TOML file, validated."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml":
+        if str(name_or_path) not in names():
+            raise unknown_name("suite", str(name_or_path), names())
+        path = SUITES_DIR / f"{name_or_path}.toml"
+    if not path.exists():
+        raise UserError(f"suite file {path} does not exist")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"suite file {path} is not valid TOML: {error}") from None
+    return _parse(path, data)
+
+
+def _parse(path: Path, data: dict) -> Suite:
+    def fail(message: str) -> UserError:
+        return UserError(f"suite file {path}: {message}")
+
+    unknown = sorted(set(data) - set(SECTIONS))
+    if unknown:
+        raise fail(f"unknown section(s) {', '.join(unknown)}; valid sections: {', '.join(SECTIONS)}")
+    head = _table(data, "suite", fail, required=True)
+    defaults = _table(data, "defaults", fail)
+    _check_settings(defaults, "[defaults]", fail, lists=False)
+    blocks = data.get("cells")
+    if not isinstance(blocks, list) or not blocks or not all(isinstance(b, dict) for b in blocks):
+        raise fail("needs at least one [[cells]] block (a list of tables)")
+    for number, block in enumerate(blocks, 1):
+        if not block:
+            raise fail(f"[[cells]] block {number} is empty")
+        _check_settings(block, f"[[cells]] block {number}", fail, lists=True)
+    table = _table_layout(_table(data, "table", fail, required=True), fail)
+    figure = _figure_layout(data["figure"], fail) if "figure" in data else None
+    budgets = _budgets(_table(data, "budgets", fail, required=True), fail)
+    default_budget = head.get("default_budget", "short")
+    if default_budget not in budgets:
+        raise fail(f"default_budget {default_budget!r} is not one of its budgets "
+                   f"({', '.join(budgets)})")
+    for key in ("title", "description", "reference"):
+        if not isinstance(head.get(key, ""), str):
+            raise fail(f"[suite] {key} must be a string")
+    suite = Suite(name=path.stem, path=path, title=head.get("title", path.stem),
+                  description=head.get("description", ""), reference=head.get("reference", ""),
+                  default_budget=default_budget, defaults=defaults, blocks=tuple(blocks),
+                  table=table, figure=figure, budgets=budgets)
+    # Expanding once checks every cell: specs, algorithm names and options, model specs, datasets,
+    # and that no two cells share a table position or a run directory.
+    try:
+        expand(suite, next(iter(budgets)), 1)
+    except UserError as error:
+        message = str(error)
+        raise (error if message.startswith(f"suite file {path}") else fail(message)) from None
+    return suite
+
+
+def _table(data: dict, key: str, fail, required: bool = False) -> dict:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise fail(f"missing section [{key}]")
+        return {}
+    if not isinstance(value, dict):
+        raise fail(f"[{key}] must be a table")
+    return dict(value)
+
+
+def _check_settings(settings: dict, where: str, fail, lists: bool) -> None:
+    for key, value in settings.items():
+        if key in RESERVED:
+            raise fail(f"{where} sets {key!r}: the budget sets updates and --seeds sets the seed")
+        values = value if lists and isinstance(value, list) else [value]
+        if lists and isinstance(value, list) and not value:
+            raise fail(f"{where}: {key} is an empty list")
+        if key == "options":
+            if not all(isinstance(v, dict) for v in values):
+                raise fail(f"{where}: options must be a table of algorithm options")
+            continue
+        if key in SPEC_FIELDS:
+            for item in values:
+                _check_type(key, item, where, fail)
+
+
+def _check_type(key: str, value: Any, where: str, fail) -> None:
+    annotation = str(SPEC_FIELDS[key].type)
+    if value is None or (isinstance(value, str) and value.lower() == "none"):
+        raise fail(f"{where}: {key} cannot be none in a suite file; leave it out for the default")
+    kinds = {"int": (int,), "float": (int, float), "str": (str,)}
+    expected = kinds[annotation.split(" ")[0]] if annotation.split(" ")[0] in kinds else None
+    if expected and (isinstance(value, bool) or not isinstance(value, expected)):
+        raise fail(f"{where}: {key} = {value!r} should be {annotation}")
+
+
+def _labels(value, where: str, fail) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise fail(f"{where} must be a table of value = \"label\"")
+    return dict(value)
+
+
+def _table_layout(raw: dict, fail) -> TableLayout:
+    allowed = {"metric", "rows", "columns", "column_labels", "paper", "literature", "title"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise fail(f"[table]: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(allowed))}")
+    metric = raw.get("metric", "nll")
+    if metric not in METRICS:
+        raise fail(f"[table] metric {metric!r} unknown; valid metrics: {', '.join(METRICS)}")
+    for key in ("rows", "columns"):
+        if raw.get(key) not in INDEX_FIELDS:
+            raise fail(f"[table] {key} must name one of {', '.join(INDEX_FIELDS)}, "
+                       f"got {raw.get(key)!r}")
+    if raw["rows"] == raw["columns"]:
+        raise fail("[table] rows and columns must be different fields")
+    paper = raw.get("paper")
+    if paper is not None and not isinstance(paper, str):
+        raise fail("[table] paper must be the name of a file in results/paper/ (e.g. \"table1\")")
+    return TableLayout(metric=metric, rows=raw["rows"], columns=raw["columns"],
+                       column_labels=_labels(raw.get("column_labels"), "[table] column_labels",
+                                             fail),
+                       paper=paper, literature=bool(raw.get("literature", True)),
+                       title=str(raw.get("title", "")))
+
+
+def _figure_layout(raw, fail) -> FigureLayout:
+    if not isinstance(raw, dict):
+        raise fail("[figure] must be a table")
+    allowed = {"panels", "lines", "panel_labels", "line_labels", "title"}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise fail(f"[figure]: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(allowed))}")
+    for key in ("panels", "lines"):
+        if raw.get(key) not in INDEX_FIELDS:
+            raise fail(f"[figure] {key} must name one of {', '.join(INDEX_FIELDS)}, "
+                       f"got {raw.get(key)!r}")
+    return FigureLayout(panels=raw["panels"], lines=raw["lines"],
+                        panel_labels=_labels(raw.get("panel_labels"), "[figure] panel_labels", fail),
+                        line_labels=_labels(raw.get("line_labels"), "[figure] line_labels", fail),
+                        title=str(raw.get("title", "")))
+
+
+def _budgets(raw: dict, fail) -> dict[str, Budget]:
+    if not raw:
+        raise fail("[budgets] needs at least one budget, e.g. [budgets.smoke]")
+    budgets = {}
+    for name, settings in raw.items():
+        if not isinstance(settings, dict):
+            raise fail(f"[budgets.{name}] must be a table")
+        settings = dict(settings)
+        note = settings.pop("note", "")
+        if "updates" not in settings:
+            raise fail(f"[budgets.{name}] must set updates")
+        for key, value in settings.items():
+            if key not in SPEC_FIELDS or key in ("seed", "options"):
+                raise fail(f"[budgets.{name}]: {key!r} is not a run setting a budget may set "
+                           f"(valid: note and the RunSpec fields other than seed and options)")
+            _check_type(key, value, f"[budgets.{name}]", fail)
+        budgets[name] = Budget(name=name, settings=settings, note=str(note))
+    return budgets
+
+
+def _block_cells(defaults: dict, block: dict) -> list[dict[str, Any]]:
+    """The product of a block's list values, each merged over the defaults."""
+    keys = list(block)
+    choices = [block[key] if isinstance(block[key], list) else [block[key]] for key in keys]
+    cells = []
+    for combination in itertools.product(*choices):
+        settings = dict(defaults)
+        options = dict(settings.pop("options", {}) or {})
+        for key, value in zip(keys, combination, strict=True):
+            if key == "options":
+                options.update(value)
+            else:
+                settings[key] = value
+        for key in [k for k in settings if k not in SPEC_FIELDS]:
+            options[key] = settings.pop(key)  # any other name is an algorithm option, as with --set
+        settings["options"] = options
+        cells.append(settings)
+    return cells
+
+
+def run_name(spec: RunSpec) -> str:
+    """The run directory's name: the spec's run name, plus the algorithm options if any."""
+    name = spec.run_name()
+    if spec.options:
+        extra = "-".join(f"{key}={spec.options[key]}" for key in sorted(spec.options))
+        name = f"{name}-{extra}"
+    return "".join(c if c.isalnum() or c in ".+-=" else "_" for c in name)
+
+
+def expand(suite: Suite, budget: str | None = None, seeds: int = 1,
+           overrides: dict[str, Any] | None = None) -> list[Cell]:
+    """The suite's cells for a budget and seeds 0..seeds-1, every cell of seed 0 first.
+    `overrides` replaces RunSpec fields in every cell (e.g. the device)."""
+    import algorithms
+    import datasets
+    from models import ModelSpec
+
+    if seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {seeds}")
+    chosen = suite.budget(budget)
+    base = [settings for block in suite.blocks for settings in _block_cells(suite.defaults, block)]
+    cells, seen_names, seen_positions = [], {}, {}
+    for seed in range(seeds):
+        for settings in base:
+            values = {**settings, **chosen.settings, **(overrides or {}), "seed": seed}
+            spec = RunSpec(**values)
+            if seed == 0:  # what follows does not depend on the seed
+                cls, preset = algorithms.parse_name(spec.algorithm)
+                cls.resolve_options(preset, spec.options)
+                ModelSpec.parse(spec.model, inference=spec.inference)
+                if spec.dataset not in datasets.names():
+                    raise unknown_name("dataset", spec.dataset, datasets.names())
+            cell = Cell(spec=spec, row=str(getattr(spec, suite.table.rows)),
+                        column=str(getattr(spec, suite.table.columns)), run_name=run_name(spec))
+            if cell.run_name in seen_names:
+                raise UserError(f"suite file {suite.path}: two cells have the same run name "
+                                f"{cell.run_name!r}")
+            position = (cell.row, cell.column, seed)
+            if position in seen_positions:
+                raise UserError(
+                    f"suite file {suite.path}: cells {seen_positions[position]} and "
+                    f"{cell.run_name} share the table position ({suite.table.rows}={cell.row}, "
+                    f"{suite.table.columns}={cell.column}); make [table] rows/columns tell them apart")
+            seen_names[cell.run_name] = cell
+            seen_positions[position] = cell.run_name
+            cells.append(cell)
+    return cells

@@ -1,0 +1,267 @@
+"""Reports from records only. Every record and curve here is a TEST FIXTURE, written by
+`fake_record` with the real schema (bench/records.py) and made-up numbers; nothing is trained."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pandas as pd
+import pytest
+
+from bench import reporting, suites
+from bench.cli import main
+from bench.records import SCHEMA_VERSION, write_record
+from bench.runs import write_failed_record
+
+BUDGET = "smoke"
+
+
+def fake_record(cell: suites.Cell, status: str = "complete", nll: float = 100.0,
+                perplexity: float | None = None, updates_per_s: float = 100.0,
+                error: str = "") -> dict:
+    """A TEST FIXTURE record in the real schema (version 1) for one cell, with made-up numbers."""
+    spec = cell.spec
+    metric = {"split": "test", "bound": "elbo", "k": spec.eval_samples, "mean": -nll, "nll": nll,
+              "num_examples": 200, "update": spec.updates}
+    if perplexity is not None:
+        metric["perplexity"] = perplexity
+    record = {
+        "schema_version": SCHEMA_VERSION, "status": status, "run_name": spec.run_name(),
+        "config": {"spec": spec.to_dict(), "algorithm": {"name": spec.algorithm, "preset": "",
+                                                         "options": {}}},
+        "seed": spec.seed, "updates": spec.updates, "epochs": 0.01,
+        "best_update": spec.updates, "wall_time_s": 1.0, "train_time_s": 1.0,
+        "eval_time_s": 0.1,
+        "throughput": {"updates_per_s": updates_per_s, "examples_per_s": updates_per_s * 20},
+        "metrics": ([{**metric, "split": "valid"}, metric] if status == "complete" else []),
+        "code": {"commit": "0" * 40, "dirty": False},
+        "environment": {"python": "3.11", "torch": "fixture", "numpy": "fixture",
+                        "device": "cpu (fixture)", "threads": 2, "platform": "fixture",
+                        "cpu_count": 2},
+        "curve": "curve.csv", "best_parameters": None,
+    }
+    if error:
+        record["error"] = error
+    return record
+
+
+def write_fixture(directory, record: dict, curve: list[tuple[int, float]] | None = None) -> None:
+    """Write a TEST FIXTURE record (and curve.csv) into a run directory."""
+    write_record(directory, record)
+    points = curve if curve is not None else [(0, -200.0), (10, -150.0), (20, -120.0)]
+    lines = ["update,epoch,valid_bound"] + [f"{u},0,{b!r}" for u, b in points]
+    (directory / "curve.csv").write_text("\n".join(lines) + "\n")
+    (directory / "best.pt").write_bytes(b"fixture checkpoint: must never be copied")
+
+
+def cell_dir(tmp_path, suite, cell):
+    return reporting.run_dir(tmp_path / "runs", suite, BUDGET, cell)
+
+
+@pytest.fixture
+def table1(tmp_path):
+    """Table 1 with TEST FIXTURE records: SBN 200 NVIL on three seeds, SBN 200 WS on one, SBN 500
+    NVIL failed, SBN 500 WS diverged, fDARN 500 NVIL with one complete and one failed seed; every
+    other cell has no record."""
+    suite = suites.load("table1")
+    cells = {(c.spec.model, c.spec.algorithm, c.spec.seed): c
+             for c in suites.expand(suite, BUDGET, 3)}
+    nll = {0: 113.0, 1: 113.4, 2: 113.8}
+    for seed, value in nll.items():
+        cell = cells[("sbn:200", "nvil", seed)]
+        write_fixture(cell_dir(tmp_path, suite, cell),
+                      fake_record(cell, nll=value, updates_per_s=100.0 + 10 * seed))
+    cell = cells[("sbn:200", "wake-sleep", 0)]
+    write_fixture(cell_dir(tmp_path, suite, cell), fake_record(cell, nll=121.0, updates_per_s=160))
+    cell = cells[("sbn:500", "nvil", 0)]
+    write_failed_record(cell.spec, cell_dir(tmp_path, suite, cell),
+                        RuntimeError("fixture failure: out of cheese"))
+    cell = cells[("sbn:500", "wake-sleep", 0)]
+    write_fixture(cell_dir(tmp_path, suite, cell), fake_record(cell, status="diverged"),
+                  [(0, -200.0), (10, float("nan"))])
+    cell = cells[("fdarn:500", "nvil", 0)]
+    write_fixture(cell_dir(tmp_path, suite, cell), fake_record(cell, nll=91.0))
+    cell = cells[("fdarn:500", "nvil", 1)]
+    write_failed_record(cell.spec, cell_dir(tmp_path, suite, cell),
+                        RuntimeError("fixture failure: seed 1"))
+    report = reporting.write_report(suite, BUDGET, tmp_path / "runs", tmp_path / "results",
+                                    seeds=3, command="python -m bench report table1 (fixture)")
+    return suite, report, tmp_path / "results" / "table1" / BUDGET
+
+
+def _row(table, model, dim, column):
+    rows = table[(table["kind"] == "ours") & (table["model"] == model) & (table["dim"] == dim)
+                 & (table["column"] == column)]
+    assert len(rows) == 1
+    return rows.iloc[0]
+
+
+def test_mean_spread_and_difference(table1):
+    _, _, out = table1
+    table = pd.read_csv(out / "table.csv", dtype={"dim": str})
+    row = _row(table, "SBN", "200", "NVIL")
+    assert row["n"] == 3
+    assert row["mean"] == pytest.approx(113.4)
+    assert row["std"] == pytest.approx(statistics.stdev([113.0, 113.4, 113.8]))
+    assert row["paper"] == pytest.approx(113.1)
+    assert row["difference"] == pytest.approx(113.4 - 113.1)
+    assert row["display"] == "113.4 ± 0.4 (n=3)"
+    ws = _row(table, "SBN", "200", "WS")
+    # One seed of three: the mean of what there is, and a note that says the rest did not run.
+    assert ws["display"].startswith("121.0 (n=1) [") and math.isnan(ws["std"])
+    assert ws["status"] == "partial"
+    assert ws["difference"] == pytest.approx(121.0 - 120.8)
+    markdown = (out / "table.md").read_text()
+    assert "| SBN | 200 | 113.4 ± 0.4 (n=3) | 113.1 | +0.3 | 121.0 (n=1) [" in markdown
+    assert "mnist-sbn_200-wake-sleep-s1, mnist-sbn_200-wake-sleep-s2, " in markdown
+    assert ": not run" in markdown
+
+
+def test_failed_diverged_and_not_run_cells_are_named(table1):
+    _, report, out = table1
+    table = pd.read_csv(out / "table.csv", dtype={"dim": str})
+    assert _row(table, "SBN", "500", "NVIL")["status"] == "failed"
+    assert _row(table, "SBN", "500", "NVIL")["display"].startswith("failed [")
+    assert _row(table, "SBN", "500", "WS")["status"] == "diverged"
+    assert _row(table, "SBN", "500", "WS")["display"].startswith("diverged [")
+    assert _row(table, "SBN", "200-200", "NVIL")["status"] == "not run"
+    assert _row(table, "SBN", "200-200", "NVIL")["display"] == "not run"
+    partial = _row(table, "fDARN", "500", "NVIL")
+    assert partial["status"] == "partial" and partial["n"] == 1
+    assert partial["mean"] == pytest.approx(91.0)
+    # Every one of the 14 cells is in the table, whatever its state.
+    assert len(table[table["kind"] == "ours"]) == 14
+    markdown = (out / "table.md").read_text()
+    assert "out of cheese" in markdown and "fixture failure: seed 1" in markdown
+    assert "non-finite" in markdown
+    assert report.statuses == {"complete": 5, "failed": 2, "diverged": 1, "not run": 34}
+
+
+def test_literature_rows_are_shown(table1):
+    _, _, out = table1
+    table = pd.read_csv(out / "table.csv", dtype={"dim": str})
+    literature = table[table["kind"] == "literature"]
+    assert set(literature["model"]) == {"fDARN", "DARN", "NADE", "RBM (CD3)", "RBM (CD25)", "MoB"}
+    assert literature[literature["model"] == "MoB"]["paper"].iloc[0] == pytest.approx(137.6)
+    assert "MoB" in (out / "table.md").read_text() and "MoB" in (out / "table.tex").read_text()
+
+
+def test_headers_state_suite_budget_seeds_bound_and_command(table1):
+    _, _, out = table1
+    for name in ("table.md", "table.tex", "throughput.md"):
+        text = (out / name).read_text()
+        assert "table1" in text and "smoke" in text and "30 updates" in text, name
+        assert "Seeds: 3" in text, name
+        assert "python -m bench report table1 (fixture)" in text, name
+    assert "10-sample ELBO" in (out / "table.md").read_text()
+    table = pd.read_csv(out / "table.csv")
+    assert set(table["seeds"]) == {3} and set(table["budget"]) == {"smoke"}
+    assert all("10-sample ELBO" in bound for bound in table["bound"])
+    assert set(table["command"]) == {"python -m bench report table1 (fixture)"}
+
+
+def test_latex_is_a_table(table1):
+    _, _, out = table1
+    tex = (out / "table.tex").read_text()
+    assert tex.count(r"\begin{tabular}") == 1 and tex.count(r"\end{tabular}") == 1
+    assert r"113.4 $\pm$ 0.4 (n=3)" in tex
+    assert r"Mnih \& Gregor" in tex
+    body = tex[tex.index(r"\midrule"):tex.index(r"\bottomrule")]
+    widths = {line.count(" & ") for line in body.splitlines() if line.endswith(r"\\")}
+    assert widths == {7}  # Model, Dim and three columns for each of NVIL and WS
+
+
+def test_throughput_table_has_the_numbers(table1):
+    _, report, out = table1
+    throughput = pd.read_csv(out / "throughput.csv")
+    nvil = throughput[(throughput["algorithm"] == "nvil") & (throughput["model"] == "sbn:200")]
+    assert nvil["runs"].iloc[0] == 3
+    assert nvil["updates_per_s"].iloc[0] == pytest.approx(110.0)
+    assert nvil["examples_per_s"].iloc[0] == pytest.approx(2200.0)
+    assert nvil["device"].iloc[0] == "cpu (fixture)" and str(nvil["threads"].iloc[0]) == "2"
+    assert "| nvil | sbn:200 | factorial | mnist | 3 | 110.0 | 2200 |" in (out / "throughput.md").read_text()
+    assert "110.0" in report.throughput_table()
+
+
+def test_records_are_copied_without_checkpoints(table1, tmp_path):
+    suite, _, out = table1
+    copies = sorted(p.parent.name for p in (out / "records").glob("*/record.json"))
+    assert "mnist-sbn_200-nvil-s2" in copies and len(copies) == 8
+    assert (out / "records" / "mnist-sbn_200-nvil-s0" / "curve.csv").exists()
+    assert not list((out / "records").rglob("*.pt"))
+
+
+def test_report_from_the_results_copies_alone(table1, tmp_path):
+    suite, _, out = table1
+    before = pd.read_csv(out / "table.csv", dtype={"dim": str})
+    report = reporting.write_report(suite, BUDGET, tmp_path / "no-runs-here", tmp_path / "results",
+                                    command="python -m bench report table1 (fixture)")
+    assert report.table.seeds == 3  # discovered from the copies
+    after = pd.read_csv(out / "table.csv", dtype={"dim": str})
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_table3_reports_perplexity(tmp_path):
+    suite = suites.load("table3")
+    cells = suites.expand(suite, BUDGET, 1)
+    for cell in cells:
+        if cell.spec.dataset == "20news":
+            write_fixture(cell_dir(tmp_path, suite, cell),
+                          fake_record(cell, nll=500.0, perplexity=950.0))
+        else:
+            write_failed_record(cell.spec, cell_dir(tmp_path, suite, cell),
+                                RuntimeError("fixture: no RCV1"))
+    reporting.write_report(suite, BUDGET, tmp_path / "runs", tmp_path / "results")
+    out = tmp_path / "results" / "table3" / BUDGET
+    table = pd.read_csv(out / "table.csv", dtype={"dim": str})
+    sbn = _row(table, "SBN", "50", "20 News")
+    assert sbn["mean"] == pytest.approx(950.0) and sbn["display"] == "950 (n=1)"
+    assert sbn["difference"] == pytest.approx(950.0 - 909)
+    reuters = table[(table["kind"] == "ours") & (table["column"] == "Reuters")]
+    assert len(reuters) == 3 and set(reuters["status"]) == {"failed"}
+    assert "perplexity" in (out / "table.md").read_text()
+    literature = table[table["kind"] == "literature"]
+    assert {"LDA", "Replicated Softmax", "DocNADE"} <= set(literature["model"])
+
+
+def test_figure_png_and_data(tmp_path):
+    suite = suites.load("figure1")
+    cells = suites.expand(suite, BUDGET, 2)
+    for index, cell in enumerate(cells):
+        if cell.spec.algorithm == "nvil:none" and cell.spec.model == "sbn:200-200":
+            continue  # left not run on purpose
+        shift = index % 16
+        write_fixture(cell_dir(tmp_path, suite, cell), fake_record(cell, nll=120.0 + shift),
+                      [(0, -200.0), (10, -150.0 - shift), (20, -130.0 - shift + cell.spec.seed)])
+    report = reporting.write_report(suite, BUDGET, tmp_path / "runs", tmp_path / "results",
+                                    seeds=2)
+    out = tmp_path / "results" / "figure1" / BUDGET
+    assert (out / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = pd.read_csv(out / "figure.csv")
+    assert set(data["panel"]) == {"SBN 200", "SBN 200-200"}
+    assert data.groupby("panel")["line"].nunique().to_dict() == {"SBN 200": 8, "SBN 200-200": 7}
+    assert len(data) == 3 * (len(cells) - 2)
+    assert report.statuses["not run"] == 2
+    table = pd.read_csv(out / "table.csv", dtype={"dim": str})
+    assert len(table) == 16 and "paper" in table.columns and table["paper"].isna().all()
+
+
+def test_report_verb(table1, capsys):
+    _, _, out = table1
+    runs = out.parent.parent.parent / "runs"
+    status = main(["report", "table1", "--budget", "smoke", "--runs-dir", str(runs),
+                   "--results-dir", str(out.parent.parent)])
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "113.4 ± 0.4 (n=3)" in printed and "not run" in printed and "110.0" in printed
+    assert "python -m bench report table1 --budget smoke --seeds 3" in (out / "table.md").read_text()
+
+
+def test_report_with_no_records_says_not_run(tmp_path):
+    suite = suites.load("quick")
+    report = reporting.write_report(suite, BUDGET, tmp_path / "runs", tmp_path / "results")
+    table = pd.read_csv(tmp_path / "results" / "quick" / BUDGET / "table.csv")
+    assert list(table["display"]) == ["not run", "not run"]
+    assert report.throughput == []
+    assert (tmp_path / "results" / "quick" / BUDGET / "figure.png").exists()

@@ -1,0 +1,259 @@
+"""Suites: the TOML files load, expand into the right cells and budgets, and reject bad input;
+the smoke budget of every suite runs end to end through `python -m bench run`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench import suites
+from bench.cli import main
+from bench.errors import UserError
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+EXPECTED_CELLS = {"table1": 14, "table2": 8, "table3": 5, "figure1": 16, "quick": 2}
+FIGURE1_PRESETS = ["baseline+idb+vn", "baseline+idb", "baseline+vn", "idb+vn", "baseline", "idb",
+                   "vn", "none"]
+
+
+def test_every_suite_is_shipped():
+    assert suites.names() == sorted(EXPECTED_CELLS)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED_CELLS))
+def test_suite_loads_and_expands(name):
+    suite = suites.load(name)
+    assert set(suite.budgets) >= {"smoke", "short", "paper"}
+    assert suite.default_budget == "short"
+    for budget in suite.budgets:
+        cells = suites.expand(suite, budget, 1)
+        assert len(cells) == EXPECTED_CELLS[name]
+        assert all(c.spec.updates == suite.budgets[budget].updates for c in cells)
+        assert all(c.spec.seed == 0 for c in cells)
+        assert len({c.run_name for c in cells}) == len(cells)
+        assert len({c.position for c in cells}) == len(cells)
+    smoke = suite.budget("smoke")
+    assert smoke.updates == 30
+    assert smoke.settings["test_examples"] <= 200 and smoke.settings["eval_examples"] <= 100
+    assert suite.budget("paper").updates == 2_000_000
+    assert "our choice" in suite.budget("paper").note
+    assert 10_000 <= suite.budget("short").updates < suite.budget("paper").updates
+
+
+def _pairs(name, first, second):
+    return {(getattr(c.spec, first), getattr(c.spec, second))
+            for c in suites.expand(suites.load(name), "smoke")}
+
+
+def test_table1_cells():
+    models = ["sbn:200", "sbn:500", "sbn:200-200", "sbn:200-200-200", "sbn:200-200-500",
+              "fdarn:200", "fdarn:500"]
+    assert _pairs("table1", "model", "algorithm") == {(m, a) for m in models
+                                                     for a in ("nvil", "wake-sleep")}
+    cells = suites.expand(suites.load("table1"), "short")
+    assert {c.spec.dataset for c in cells} == {"mnist"}
+    assert {c.spec.inference for c in cells} == {"factorial"}
+
+
+def test_table2_cells():
+    models = ["sbn:200", "sbn:500", "sbn:200-200-200", "sbn:200-200-500"]
+    assert _pairs("table2", "model", "inference") == {(m, i) for m in models
+                                                     for i in ("autoregressive", "factorial")}
+    assert {c.spec.algorithm for c in suites.expand(suites.load("table2"))} == {"nvil"}
+
+
+def test_table3_cells():
+    assert _pairs("table3", "model", "dataset") == {
+        ("doc-sbn:50", "20news"), ("doc-sbn:50", "rcv1"), ("doc-fdarn:50", "20news"),
+        ("doc-fdarn:50", "rcv1"), ("doc-fdarn:200", "rcv1")}
+    suite = suites.load("table3")
+    assert suite.table.metric == "perplexity"
+    assert {c.spec.algorithm for c in suites.expand(suite)} == {"nvil"}
+
+
+def test_figure1_cells():
+    expected = {(m, f"nvil:{p}") for m in ("sbn:200", "sbn:200-200") for p in FIGURE1_PRESETS}
+    assert _pairs("figure1", "model", "algorithm") == expected
+    suite = suites.load("figure1")
+    assert suite.figure is not None and suite.figure.panels == "model"
+
+
+def test_quick_cells_and_budget():
+    suite = suites.load("quick")
+    assert _pairs("quick", "model", "algorithm") == {("sbn:200", "nvil"), ("sbn:200", "wake-sleep")}
+    # Sized for about ten minutes on 2 cores at ~135 (NVIL) and ~160 (wake-sleep) updates/s.
+    updates = suite.budget("short").updates
+    minutes = (updates / 135 + updates / 160) / 60
+    assert 5 <= minutes <= 10
+
+
+def test_seeds_repeat_every_cell():
+    suite = suites.load("table1")
+    one, two = suites.expand(suite, "smoke", 1), suites.expand(suite, "smoke", 2)
+    assert len(two) == 2 * len(one)
+    assert [c.spec.seed for c in two] == [0] * len(one) + [1] * len(one)
+    assert [c.spec.model for c in two[len(one):]] == [c.spec.model for c in one]
+    assert len({c.run_name for c in two}) == len(two)
+    with pytest.raises(UserError, match="seeds"):
+        suites.expand(suite, "smoke", 0)
+
+
+def test_overrides_reach_every_cell():
+    cells = suites.expand(suites.load("quick"), "smoke", 1, {"device": "cuda"})
+    assert {c.spec.device for c in cells} == {"cuda"}
+
+
+def test_unknown_suite_lists_the_valid_ones():
+    with pytest.raises(UserError, match="unknown suite 'nosuch'.*quick.*table1"):
+        suites.load("nosuch")
+
+
+def test_unknown_budget_lists_the_valid_ones():
+    suite = suites.load("quick")
+    with pytest.raises(UserError, match="unknown budget 'huge'.*paper, short, smoke"):
+        suite.budget("huge")
+    with pytest.raises(UserError, match="unknown budget"):
+        suites.expand(suite, "huge")
+
+
+def test_cli_reports_unknown_names(capsys, tmp_path):
+    assert main(["run", "nosuch", "--runs-dir", str(tmp_path)]) == 2
+    assert "unknown suite 'nosuch'" in capsys.readouterr().err
+    assert main(["report", "quick", "--budget", "huge", "--results-dir", str(tmp_path)]) == 2
+    assert "unknown budget 'huge'" in capsys.readouterr().err
+
+
+# -- malformed suite files (test fixtures written to tmp files) ---------------------------------
+
+GOOD = """
+[suite]
+title = "test fixture"
+[defaults]
+dataset = "synthetic"
+[[cells]]
+model = ["sbn:4-8"]
+algorithm = ["nvil", "wake-sleep"]
+[table]
+rows = "model"
+columns = "algorithm"
+[budgets.smoke]
+updates = 5
+eval_interval = 5
+"""
+
+
+def write_suite(tmp_path, text, name="fixture.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_a_good_fixture_loads(tmp_path):
+    suite = suites.load(write_suite(tmp_path, GOOD.replace('[suite]', '[suite]\ndefault_budget = "smoke"')))
+    assert len(suites.expand(suite)) == 2
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("[suite\ntitle = 1", "not valid TOML"),
+    (GOOD + "\n[extra]\nx = 1\n", "unknown section"),
+    (GOOD.replace('[suite]', '[suite]\ndefault_budget = "smoke"').replace(
+        'model = ["sbn:4-8"]', 'model = ["sbn:4-8"]\nupdates = 10'), "budget sets updates"),
+    (GOOD.replace('[suite]', '[suite]\ndefault_budget = "smoke"').replace(
+        'rows = "model"', 'rows = "model"\nmetric = "accuracy"'), "metric 'accuracy' unknown"),
+    (GOOD.replace('[suite]', '[suite]\ndefault_budget = "smoke"').replace(
+        'rows = "model"', 'rows = "colour"'), "rows must name one of"),
+    (GOOD.replace('[suite]', '[suite]\ndefault_budget = "smoke"').replace(
+        'algorithm = ["nvil", "wake-sleep"]', 'algorithm = ["nvil"]\nsmoothnes = 0.9'),
+     "unknown option 'smoothnes'"),
+    (GOOD.replace('[suite]', '[suite]\ndefault_budget = "smoke"').replace(
+        'algorithm = ["nvil", "wake-sleep"]', 'algorithm = ["nvil"]\nsmoothing = [0.8, 0.9]'),
+     "share the table position"),
+    (GOOD.replace('[suite]', '[suite]\ndefault_budget = "smoke"').replace(
+        'model = ["sbn:4-8"]', 'model = ["sbn:four"]'), "malformed model spec"),
+    (GOOD.replace('[suite]', '[suite]\ndefault_budget = "smoke"').replace(
+        'updates = 5', 'updates = "five"'), "should be int"),
+    (GOOD, "default_budget 'short' is not one of its budgets"),
+    (GOOD.replace('[[cells]]\nmodel = ["sbn:4-8"]\nalgorithm = ["nvil", "wake-sleep"]\n', ''),
+     "at least one \\[\\[cells\\]\\]"),
+])
+def test_malformed_suite_files_are_user_errors_naming_the_file(tmp_path, text, problem):
+    path = write_suite(tmp_path, text)
+    with pytest.raises(UserError, match=problem) as raised:
+        suites.load(path)
+    assert str(path) in str(raised.value)
+
+
+# -- the smoke budget of every suite, end to end ---------------------------------------------
+
+SMOKE_SECONDS: dict[str, float] = {}
+
+
+@pytest.fixture(scope="module")
+def smoke_env(tmp_path_factory):
+    mirror = os.environ.get("BENCH_DATA_MIRROR")
+    if not mirror or not os.path.isdir(mirror):
+        pytest.skip("the end-to-end smoke runs need the MNIST and 20news data: set "
+                    "BENCH_DATA_MIRROR to a directory laid out like shared/data")
+    env = dict(os.environ)
+    # One data root for every suite so each dataset is converted once per test session.
+    env.setdefault("BENCH_DATA", str(tmp_path_factory.mktemp("bench-data")))
+    return env, tmp_path_factory.mktemp("smoke")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["quick", "table1", "table2", "table3", "figure1"])
+def test_smoke_budget_runs_end_to_end(smoke_env, name):
+    env, root = smoke_env
+    runs, results = root / "runs", root / "results"
+    started = time.perf_counter()
+    # quick trains its cells in this process, the others in two worker processes (--jobs 2).
+    jobs = "1" if name == "quick" else "2"
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "run", name, "--budget", "smoke", "--no-progress",
+         "--jobs", jobs, "--runs-dir", str(runs), "--results-dir", str(results)],
+        cwd=REPOSITORY, env=env, capture_output=True, text=True, timeout=600)
+    SMOKE_SECONDS[name] = time.perf_counter() - started
+    print(f"smoke {name}: {SMOKE_SECONDS[name]:.1f} s")
+    output = completed.stdout + completed.stderr
+    assert "Traceback" not in output, output
+    out = results / name / "smoke"
+    for file in ("table.md", "table.csv", "table.tex", "throughput.md", "throughput.csv"):
+        assert (out / file).stat().st_size > 0, file
+    table = pd.read_csv(out / "table.csv", dtype={"dim": str})
+    ours = table[table["kind"] == "ours"]
+    assert len(ours) == EXPECTED_CELLS[name]
+    assert (table["budget"] == "smoke").all() and (table["updates"] == 30).all()
+    throughput = pd.read_csv(out / "throughput.csv")
+    assert (throughput["updates_per_s"] > 0).all()
+    if name == "table3":
+        # No RCV1 in CI: its cells must show as failed, never silently missing.
+        reuters = ours[ours["column"] == "Reuters"]
+        assert len(reuters) == 3
+        assert (reuters["status"] == "failed").all()
+        assert (ours[ours["column"] == "20 News"]["status"] == "complete").all()
+        assert "failed [" in (out / "table.md").read_text()
+        assert completed.returncode == 1, output  # some cells did not complete
+    else:
+        assert completed.returncode == 0, output
+        assert (ours["status"] == "complete").all()
+        assert len(throughput) == EXPECTED_CELLS[name]
+    assert "Throughput" in completed.stdout and "| Model | Dim |" in completed.stdout
+    records = list((out / "records").glob("*/record.json"))
+    assert len(records) == EXPECTED_CELLS[name]
+    assert not list((out / "records").rglob("*.pt"))
+    if name in ("quick", "figure1"):
+        assert (out / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert len(pd.read_csv(out / "figure.csv")) > 0
+    if name == "quick":  # a second run finds every cell done and trains nothing
+        again = subprocess.run(
+            [sys.executable, "-m", "bench", "run", name, "--budget", "smoke", "--no-progress",
+             "--runs-dir", str(runs), "--results-dir", str(results)],
+            cwd=REPOSITORY, env=env, capture_output=True, text=True, timeout=600)
+        assert "2 already done, 0 to run" in again.stdout, again.stdout + again.stderr
+        assert again.returncode == 0
