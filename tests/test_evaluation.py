@@ -1,0 +1,217 @@
+"""bench/evaluation.py on the synthetic setting, against exact enumeration (models/exact.py).
+
+The sampled bounds are estimators: the ELBO estimate is unbiased for the exact ELBO (Eq. 1), the
+importance-weighted bound's expectation rises towards log P(x) as K grows; chunking the samples
+changes no number (single-layer networks draw the same stream) or no distribution (deeper ones);
+perplexity is exp(-mean(bound / length)) (§4.3); mistakes are UserErrors.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import scipy.sparse
+import torch
+
+import bench.evaluation as evaluation
+from bench.check import tiny_problem
+from bench.errors import UserError
+from bench.evaluation import BOUNDS, evaluate, log_likelihood_bound, log_weights
+from models import ModelSpec, exact_elbo, exact_log_likelihood
+
+
+@pytest.fixture(scope="module")
+def problem():
+    model, q_net, x = tiny_problem("sbn:2-3", num_features=5, batch_size=10, seed=0)
+    with torch.no_grad():
+        log_px = exact_log_likelihood(model, x)
+        elbo = exact_elbo(model, q_net, x)
+    return model, q_net, x, log_px, elbo
+
+
+def repeated_bound(model, q_net, x, bound, num_samples, repeats, seed):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.stack([log_likelihood_bound(model, q_net, x, bound, num_samples, generator)
+                        for _ in range(repeats)])
+
+
+def test_problem_is_not_trivial(problem):
+    _, _, _, log_px, elbo = problem
+    # the bounds below have something to converge over: a gap of more than a nat on average
+    assert (log_px - elbo).mean() > 1.0
+
+
+def test_iw_bound_converges_to_log_likelihood(problem):
+    model, q_net, x, log_px, elbo = problem
+    plan = [(1, 200), (10, 100), (100, 40), (1000, 10), (5000, 4)]
+    gaps, errors = [], []
+    for seed, (k, repeats) in enumerate(plan):
+        values = repeated_bound(model, q_net, x, "iw", k, repeats, seed)
+        per_example_se = values.std(0) / math.sqrt(repeats)
+        gaps.append((log_px - values.mean(0)).mean().item())
+        errors.append((per_example_se.pow(2).sum().sqrt() / x.shape[0]).item())
+    # K = 1 is the ELBO: same expectation
+    elbo_gap = (log_px - elbo).mean().item()
+    assert abs(gaps[0] - elbo_gap) < 4 * errors[0]
+    # a lower bound in expectation, whose gap shrinks as K grows
+    for gap, error in zip(gaps, errors, strict=True):
+        assert gap > -4 * error
+    for i in range(len(plan) - 1):
+        assert gaps[i + 1] < gaps[i] + 4 * math.hypot(errors[i], errors[i + 1])
+    assert gaps[1] < 0.5 * gaps[0] and gaps[2] < 0.5 * gaps[1]
+    assert abs(gaps[-1]) < 0.03
+
+
+def test_elbo_estimate_is_unbiased_for_exact_elbo(problem):
+    model, q_net, x, log_px, elbo = problem
+    k = 20_000
+    generator = torch.Generator().manual_seed(1)
+    estimate = log_likelihood_bound(model, q_net, x, "elbo", k, generator)
+    with torch.no_grad():
+        spread = log_weights(model, q_net, x, 4000, generator).std(0)
+    z = (estimate - elbo) / (spread / math.sqrt(k))
+    assert z.abs().max() < 4.0
+    # and it does not exceed the exact log-likelihood
+    assert (estimate < log_px).all()
+    assert estimate.mean() < log_px.mean() - 1.0
+
+
+def test_elbo_estimate_never_exceeds_log_likelihood_on_average(problem):
+    model, q_net, x, log_px, _ = problem
+    values = repeated_bound(model, q_net, x, "elbo", 10, 200, seed=2)
+    se = values.std(0) / math.sqrt(200)
+    assert (values.mean(0) < log_px + 3 * se).all()
+
+
+def test_iw_is_at_least_elbo_on_the_same_samples(problem):
+    """Same seed, same batch size: both bounds see the same log-weights, and log-mean-exp is at
+    least the mean (Jensen)."""
+    model, q_net, x, _, _ = problem
+    rows = x.numpy()
+    kwargs = dict(num_samples=50, batch_size=4, seed=3, dtype=torch.float64)
+    iw = evaluate(model, q_net, rows, "iw", **kwargs).per_example
+    elbo = evaluate(model, q_net, rows, "elbo", **kwargs).per_example
+    assert np.all(iw >= elbo - 1e-12)
+    assert np.all(iw > elbo + 1e-3)
+
+
+def test_exact_bound_matches_enumeration_whatever_the_batch_size(problem):
+    model, q_net, x, log_px, _ = problem
+    for batch_size in (None, 3, 10):
+        result = evaluate(model, q_net, x.numpy(), "exact", batch_size=batch_size,
+                          dtype=torch.float64)
+        assert result.num_samples is None
+        assert np.allclose(result.per_example, log_px.numpy(), atol=1e-10)
+        assert result.mean == pytest.approx(log_px.mean().item(), abs=1e-10)
+        assert result.nll == pytest.approx(-log_px.mean().item(), abs=1e-10)
+        assert result.perplexity is None
+
+
+@pytest.mark.parametrize("bound", ["elbo", "iw"])
+@pytest.mark.parametrize("spec, inference", [("sbn:4", "factorial"), ("fdarn:3", "autoregressive")])
+def test_chunking_changes_no_number_for_single_layer_networks(monkeypatch, spec, inference, bound):
+    """One latent layer draws its noise in one block per chunk, so the stream is the same."""
+    model, q_net, x = tiny_problem(spec, num_features=5, batch_size=7, seed=4, inference=inference)
+    rows = x.numpy()
+    kwargs = dict(num_samples=37, batch_size=3, seed=5, dtype=torch.float64)
+    whole = evaluate(model, q_net, rows, bound, **kwargs).per_example
+    monkeypatch.setattr(evaluation, "_ELEMENTS_PER_CHUNK", 1)  # one sample per chunk
+    chunked = evaluate(model, q_net, rows, bound, **kwargs).per_example
+    monkeypatch.setattr(evaluation, "_ELEMENTS_PER_CHUNK", 4 * 5 * 3)  # 4 samples: 10 chunks
+    uneven = evaluate(model, q_net, rows, bound, **kwargs).per_example
+    assert np.allclose(whole, chunked, atol=1e-10)
+    assert np.allclose(whole, uneven, atol=1e-10)
+
+
+@pytest.mark.parametrize("bound", ["elbo", "iw"])
+def test_chunking_keeps_the_distribution_for_deep_networks(monkeypatch, bound):
+    model, q_net, x = tiny_problem("sbn:2-2-2", num_features=5, batch_size=4, seed=6,
+                                   inference="autoregressive")
+    rows = x.numpy()
+    k, repeats = 20, 150
+
+    def draws():
+        return np.stack([evaluate(model, q_net, rows, bound, num_samples=k, seed=seed,
+                                  dtype=torch.float64).per_example for seed in range(repeats)])
+
+    whole = draws()
+    monkeypatch.setattr(evaluation, "_ELEMENTS_PER_CHUNK", 3 * 4 * 5)  # 3 samples per chunk
+    chunked = draws()
+    assert not np.allclose(whole, chunked)  # a different stream...
+    se = np.sqrt(whole.var(0, ddof=1) / repeats + chunked.var(0, ddof=1) / repeats)
+    z = (whole.mean(0) - chunked.mean(0)) / se
+    assert np.abs(z).max() < 4.0  # ...with the same expectation
+    with torch.no_grad():
+        target = (exact_elbo(model, q_net, x) if bound == "elbo"
+                  else exact_log_likelihood(model, x)).numpy()
+    assert np.all(chunked.mean(0) < target + 4 * np.sqrt(chunked.var(0, ddof=1) / repeats))
+
+
+def test_perplexity_is_exp_of_minus_mean_bound_per_word():
+    model, q_net, x = tiny_problem("doc-sbn:3", num_features=7, batch_size=6, seed=7)
+    counts = x.clone()
+    counts[0] = torch.tensor([0, 0, 1, 0, 0, 0, 0], dtype=torch.float64)  # a one-word document
+    counts[1] = torch.tensor([5, 3, 0, 2, 0, 1, 9], dtype=torch.float64)
+    rows = counts.numpy()
+    for bound in ("exact", "elbo", "iw"):
+        result = evaluate(model, q_net, rows, bound, num_samples=5, seed=1, dtype=torch.float64,
+                          counts=True)
+        assert np.array_equal(result.lengths, rows.sum(-1))
+        by_hand = math.exp(-np.mean([b / length for b, length in
+                                     zip(result.per_example, rows.sum(-1), strict=True)]))
+        assert result.perplexity == pytest.approx(by_hand, rel=1e-12)
+        assert result.summary()["perplexity"] == pytest.approx(by_hand, rel=1e-12)
+        assert result.summary()["num_examples"] == 6
+    exact = evaluate(model, q_net, rows, "exact", dtype=torch.float64, counts=True)
+    with torch.no_grad():
+        assert np.allclose(exact.per_example, exact_log_likelihood(model, counts).numpy())
+
+
+def test_evaluation_is_reproducible_and_leaves_the_global_stream_alone(problem):
+    model, q_net, x, _, _ = problem
+    rows = x.numpy()
+    state = torch.get_rng_state()
+    a = evaluate(model, q_net, rows, "iw", num_samples=20, seed=11, dtype=torch.float64)
+    b = evaluate(model, q_net, rows, "iw", num_samples=20, seed=11, dtype=torch.float64)
+    c = evaluate(model, q_net, rows, "iw", num_samples=20, seed=12, dtype=torch.float64)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert np.array_equal(a.per_example, b.per_example)
+    assert not np.array_equal(a.per_example, c.per_example)
+    assert a.num_samples == 20 and a.bound == "iw"
+    assert a.summary()["k"] == 20 and a.summary()["nll"] == pytest.approx(-a.mean)
+
+
+def test_sparse_rows_and_progress(problem):
+    model, q_net, x, _, _ = problem
+    seen = []
+    dense = evaluate(model, q_net, x.numpy(), "elbo", num_samples=5, batch_size=4, seed=0,
+                     dtype=torch.float64)
+    sparse = evaluate(model, q_net, scipy.sparse.csr_matrix(x.numpy()), "elbo", num_samples=5,
+                      batch_size=4, seed=0, dtype=torch.float64, progress=seen.append)
+    assert np.array_equal(dense.per_example, sparse.per_example)
+    assert seen == [4, 4, 2]
+
+
+def test_unknown_bound_raises_user_error(problem):
+    model, q_net, x, _, _ = problem
+    with pytest.raises(UserError) as info:
+        evaluate(model, q_net, x.numpy(), "nosuch", dtype=torch.float64)
+    for name in BOUNDS:
+        assert name in str(info.value)
+    with pytest.raises(UserError, match="nosuch"):
+        log_likelihood_bound(model, q_net, x, "nosuch")
+
+
+def test_too_few_samples_raise_user_error(problem):
+    model, q_net, x, _, _ = problem
+    with pytest.raises(UserError, match="at least 1"):
+        evaluate(model, q_net, x.numpy(), "iw", num_samples=0, dtype=torch.float64)
+
+
+def test_exact_bound_on_a_large_model_raises_user_error():
+    model, q_net = ModelSpec.parse("sbn:11-10").build(3)
+    with pytest.raises(UserError) as info:
+        evaluate(model, q_net, np.zeros((2, 3)), "exact")
+    assert "20" in str(info.value) and "iw" in str(info.value)
