@@ -12,23 +12,27 @@ with, for each learning signal j (one per latent layer with local signals, else 
             for j = 1 this is the global signal l = log P(x, h) - log Q(h | x)          (Eq. 7)
     r_ij  = l_ij - C_j(h^{j-1}_i)                   input-dependent baseline (IDB), §2.3.1
     c_j  <- α c_j + (1 - α) mean_i r_ij             constant baseline, α = 0.8 (Algorithm 1)
-    v_j  <- α v_j + (1 - α) var_i r_ij              variance normalisation (VN), §2.3.2
-    s_ij  = (r_ij - c_j) / max(1, sqrt(v_j))
+    s_ij  = (r_ij - c_j) / max(1, sqrt(v_j))         variance normalisation (VN), §2.3.2
+    v_j  <- α v_j + (1 - α) var_i r_ij              (after use: see below)
 
 Reading of Algorithm 1. As printed, the algorithm takes c and v as statistics of l, while §2.3.1
 trains the baseline network to minimise E[(l - C_ψ(x) - c)^2]. The reading consistent with §2.3.1
 is used here: c and v are the running mean and variance of the residual r = l - C_ψ(x) that is left
 after the input-dependent baseline (with the IDB switched off, r = l and both readings agree). Then c
 minimises that same squared error given C_ψ, and v is the variance of the signal actually being
-normalised. The statistics are updated with the current minibatch before they are used, in the
-order Algorithm 1 gives; the baseline network's update uses the same normalised signal s as the
-inference network, again as in Algorithm 1 (a positive rescaling of the squared-error gradient).
-Batch variance is the population variance (divide by n).
+normalised. The baseline network's update uses the same normalised signal s as the inference
+network, as in Algorithm 1 (a positive rescaling of the squared-error gradient). Batch variance is
+the population variance (divide by n). Statistics start at c = v = 0.
 
-Why the expectation is right: C_j depends only on h^{j-1}, and c, v only on the minibatch, so
-subtracting them leaves E[s ∇ log Q] equal to ∇ELBO up to a positive factor (Eq. 8-9): because the
-current minibatch enters c with weight (1-α)/n, and v divides the signal, the inference update is
-a positive multiple of the exact gradient for each layer. `python -m bench check nvil` tests this.
+Order of updates, and the one departure from Algorithm 1 as printed. Algorithm 1 updates c and v
+with the current minibatch and then uses both. For c that is harmless: sample i enters c with
+weight (1-α)/n, which rescales its update by exactly 1 - (1-α)/n (Eq. 9 removes the rest). For v
+it is not: a divisor that depends on the current samples makes E[s ∇ log Q] a non-linear function
+of them, and exact enumeration on a tiny model shows the expected update then misses every
+positive multiple of the gradient by 0.3-10% per parameter tensor. So here c is updated before
+use, as printed, and the normaliser max(1, sqrt(v)) uses v from the earlier minibatches, v being
+updated afterwards. Then the expected inference update of every layer is exactly a positive
+multiple of the ELBO gradient, as §2.3 intends; `python -m bench check nvil` tests it.
 
 Parameter groups: "model" (θ, learning rate 1), "inference" (φ, rate `inference_lr_scale` = 1/5,
 §4.1), "baseline" (ψ, rate `baseline_lr_scale`; only with the IDB). Each baseline network has one
@@ -154,10 +158,13 @@ class NVIL(Algorithm):
                 baseline_value = self.baselines[j](baseline_contexts[j])
                 residual = signal - baseline_value.detach()
             with torch.no_grad():
-                self._update_statistics(j, residual)
-                centred = residual - self.signal_mean[j] if options.constant_baseline else residual
+                # The normaliser comes from earlier minibatches only: a divisor that depended on
+                # this minibatch's samples would make the expected update stop being a positive
+                # multiple of the gradient (tests/test_algorithms.py shows it by enumeration).
                 scale = (self.signal_var[j].sqrt().clamp_min(1.0)
                          if options.variance_normalisation else 1.0)
+                self._update_statistics(j, residual)
+                centred = residual - self.signal_mean[j] if options.constant_baseline else residual
                 normalised_signal = centred / scale
             normalised.append(normalised_signal)
             if j == 0:
