@@ -49,7 +49,7 @@ class Built:
 
 def build(spec: RunSpec, data: datasets.Data | None = None, data_dir=None) -> Built:
     """Data, model, inference network and algorithm for a spec; parameters initialised from the seed."""
-    model_spec = ModelSpec.parse(spec.model, inference=spec.inference)
+    model_spec = ModelSpec.parse(spec.model, inference=spec.inference, init_scale=spec.init_scale)
     algorithms.parse_name(spec.algorithm)  # unknown names fail before any data is loaded
     if data is None:
         data = datasets.load(spec.dataset, spec.split, data_dir=data_dir)
