@@ -6,8 +6,15 @@ import time
 from pathlib import Path
 
 from algorithms import options_dict
-from bench.records import (RECORD, SCHEMA_VERSION, code_version, environment, metric_entry,
-                           read_record, write_record)
+from bench.records import (
+    RECORD,
+    SCHEMA_VERSION,
+    code_version,
+    environment,
+    metric_entry,
+    read_record,
+    write_record,
+)
 from bench.specs import RunSpec
 from bench.training import BEST, CURVE, Trainer, build
 

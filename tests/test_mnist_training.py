@@ -4,10 +4,10 @@ bound well beyond where they start (a margin in nats, not a time)."""
 from __future__ import annotations
 
 import pytest
+from conftest import mirror_or_skip
 
 from bench.runs import train_run
 from bench.specs import RunSpec
-from conftest import mirror_or_skip
 
 # Measured at 2,000 updates (seed 0, the default protocol): NVIL improves by about 69 nats and
 # wake-sleep by about 45. The margin leaves room for other seeds and platforms.
