@@ -33,6 +33,7 @@ def train_run(spec: RunSpec, out_dir: Path, data=None, data_dir=None, progress: 
               log=print) -> dict:
     """Train (or resume) the run, evaluate the best parameters on the test set, write the record."""
     started = time.perf_counter()
+    code = code_version()  # the code that trains, even if the checkout changes meanwhile
     built = build(spec, data, data_dir)
     trainer = Trainer(built, out_dir, progress=progress)
     state = trainer.train()
@@ -81,7 +82,7 @@ def train_run(spec: RunSpec, out_dir: Path, data=None, data_dir=None, progress: 
                                if state.train_seconds else None),
         },
         "metrics": metrics,
-        "code": code_version(),
+        "code": code,
         "environment": environment(built.device),
         "curve": CURVE,
         "best_parameters": BEST if state.status == "complete" else None,
