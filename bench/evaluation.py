@@ -17,7 +17,7 @@ Shapes: x (B, D) -> per-example bounds (B,).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -77,7 +77,6 @@ class Evaluation:
     num_samples: int | None
     per_example: np.ndarray
     lengths: np.ndarray | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def mean(self) -> float:
