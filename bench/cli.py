@@ -22,6 +22,7 @@ VERB_MODULES = [
     "bench.verbs.eval",
     "bench.verbs.run",
     "bench.verbs.report",
+    "bench.verbs.perf",
 ]
 
 

@@ -1,0 +1,115 @@
+"""Throughput benchmarks (pytest-benchmark) of the steps `python -m bench perf` measures.
+
+One test per step: one training update of every registered algorithm on sbn:200,
+sbn:200-200-200, fdarn:200 and doc-sbn:50 at minibatch 20 (bench.perf.benchmarks.TrainerUpdate,
+exactly Trainer's update), the importance-sampled bound with K=5000 on sbn:200, and the
+plain-PyTorch NVIL yardstick itself. Random data of MNIST's and 20 Newsgroups' shapes: nothing is
+read from disk.
+
+pytest-benchmark times each step and, under `tox -e perf`, compares it with a stored baseline
+(bench/perf/baseline.json), flagging a step more than 20% slower. Absolute times on a shared
+machine also move with the other jobs, so every test also measures the yardstick just before and
+just after its step, in the same way (median time of single calls), and stores in
+`benchmark.extra_info` the step's examples/s as a ratio to the yardstick's: that ratio is what to
+compare across machines and loads.
+
+These are measurements, not unit tests: without --benchmark-enable (the default run has
+--benchmark-disable in pyproject's addopts) every test here is skipped before anything is built.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+import pytest
+import torch
+
+import algorithms
+from bench.perf import benchmarks
+
+pytestmark = pytest.mark.skipif(
+    "not config.getoption('benchmark_enable')",
+    reason="throughput benchmark: runs only with --benchmark-enable (tox -e perf)")
+
+DEVICE = "cpu"
+# One torch thread, as `bench run` trains on these machines: at minibatch 20 an update is
+# overhead-bound, and a single thread's timings move far less with other jobs and with the number
+# of cores than several threads', which wait for each other. That keeps a baseline comparable.
+THREADS = 1
+WARMUP_SECONDS = 0.2
+YARDSTICK_SECONDS = 0.5  # the yardstick's measurement before and after each step
+EVALUATION_EXAMPLES = 2  # rows per call of the iw bound
+
+
+@pytest.fixture(scope="session", autouse=True)
+def torch_threads():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(THREADS)
+    yield THREADS
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def random_data():
+    return {kind: benchmarks.random_data(kind) for kind in ("binary", "counts")}
+
+
+@pytest.fixture(scope="session")
+def yardstick(random_data):
+    """The plain-PyTorch NVIL update, built once for the session and warmed up."""
+    yardstick = benchmarks.yardstick_benchmark(DEVICE, random_data["binary"])
+    benchmarks.measure(yardstick.step, WARMUP_SECONDS)
+    return yardstick
+
+
+def yardstick_examples_per_s(yardstick: benchmarks.Benchmark) -> float:
+    seconds = benchmarks.median_seconds_per_call(yardstick.step, YARDSTICK_SECONDS)
+    return yardstick.examples_per_call / seconds
+
+
+def benchmark_against_yardstick(benchmark, candidate: benchmarks.Benchmark,
+                                yardstick: benchmarks.Benchmark) -> None:
+    """Time `candidate.step` with pytest-benchmark between two yardstick measurements, and store
+    its throughput and its ratio to the yardstick in extra_info."""
+    benchmarks.measure(candidate.step, WARMUP_SECONDS)
+    before = yardstick_examples_per_s(yardstick)
+    benchmark(candidate.step)
+    after = yardstick_examples_per_s(yardstick)
+    calls_per_s = 1 / benchmark.stats["median"]
+    examples_per_s = calls_per_s * candidate.examples_per_call
+    reference = statistics.fmean([before, after])
+    benchmark.extra_info.update({
+        "benchmark": candidate.name,
+        "updates_per_s": None if candidate.kind == "evaluation" else calls_per_s,
+        "examples_per_s": examples_per_s,
+        "yardstick_examples_per_s": reference,
+        "yardstick_examples_per_s_before_after": [before, after],
+        "ratio_to_yardstick": examples_per_s / reference,
+        "statistic": "median time of one call",
+        "threads": torch.get_num_threads(),
+        "data": benchmarks.DATA_NOTE,
+    })
+
+
+@pytest.mark.parametrize("model", benchmarks.MODELS)
+@pytest.mark.parametrize("algorithm", list(algorithms.REGISTRY))
+def test_update(benchmark, yardstick, random_data, algorithm, model):
+    candidate = benchmarks.update_benchmark(algorithm, model, DEVICE,
+                                            random_data[benchmarks.data_kind(model)])
+    benchmark.group = f"update {model}"
+    benchmark_against_yardstick(benchmark, candidate, yardstick)
+
+
+def test_iw_bound(benchmark, yardstick, random_data):
+    candidate = benchmarks.evaluation_benchmark(EVALUATION_EXAMPLES, DEVICE, random_data["binary"])
+    benchmark.group = "evaluation"
+    benchmark_against_yardstick(benchmark, candidate, yardstick)
+    benchmark.extra_info["projected_mnist_test_seconds"] = (
+        benchmarks.MNIST_TEST_IMAGES / benchmark.extra_info["examples_per_s"])
+
+
+def test_yardstick(benchmark, yardstick):
+    """The yardstick's own time: a slower yardstick against the baseline means a slower or busier
+    machine, not slower code. Its ratio to its own neighbouring measurements shows the noise."""
+    benchmark.group = "update sbn:200"
+    benchmark_against_yardstick(benchmark, yardstick, yardstick)
