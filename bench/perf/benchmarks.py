@@ -96,7 +96,7 @@ def data_kind(model: str) -> str:
     return ModelSpec.parse(model).data_kind
 
 
-# -- the steps being measured ------------------------------------------------------------------------
+# -- the steps being measured ----------------------------------------------------------------------
 
 @dataclass
 class Benchmark:
@@ -207,7 +207,7 @@ def yardstick_benchmark(device: str = "cpu", data: datasets.Data | None = None) 
 
 
 def all_benchmarks(device: str = "cpu", evaluation_examples: int = 5) -> list[Benchmark]:
-    """Every registered algorithm on every benchmark model, then the iw bound (not the yardstick)."""
+    """Every registered algorithm on every benchmark model, then the iw bound; not the yardstick."""
     data = {kind: random_data(kind) for kind in ("binary", "counts")}
     found = [update_benchmark(name, model, device, data[data_kind(model)])
              for name in algorithms.REGISTRY for model in MODELS]
@@ -236,8 +236,8 @@ class Measurement:
         return self.calls / self.wall_seconds
 
 
-def measure(step: Callable[[], object], seconds: float, synchronize: Callable[[], None] = lambda: None,
-            min_calls: int = 1) -> Measurement:
+def measure(step: Callable[[], object], seconds: float,
+            synchronize: Callable[[], None] = lambda: None, min_calls: int = 1) -> Measurement:
     """Call `step` until `seconds` of wall time have passed (at least `min_calls` times)."""
     synchronize()
     cpu_started, started = time.process_time(), time.perf_counter()
@@ -311,8 +311,8 @@ def summarise(benchmark: Benchmark, runs: list[Measurement],
         ratios = [value / median_examples for value in examples_per_s]
         ratio = 1.0
     else:
-        ratios = [value / reference
-                  for value, reference in zip(examples_per_s, yardstick_examples_per_s, strict=True)]
+        pairs = zip(examples_per_s, yardstick_examples_per_s, strict=True)
+        ratios = [value / reference for value, reference in pairs]
         ratio = statistics.median(ratios)
     calls_per_s = statistics.median(run.calls_per_s for run in runs)
     entry = {

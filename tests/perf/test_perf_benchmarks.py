@@ -10,8 +10,10 @@ pytest-benchmark times each step and, under `tox -e perf`, compares it with a st
 (bench/perf/baseline.json), flagging a step more than 20% slower. Absolute times on a shared
 machine also move with the other jobs, so every test also measures the yardstick just before and
 just after its step, in the same way (median time of single calls), and stores in
-`benchmark.extra_info` the step's examples/s as a ratio to the yardstick's: that ratio is what to
-compare across machines and loads.
+`benchmark.extra_info` the step's examples/s as a ratio to the yardstick's (ratio_to_yardstick):
+that ratio is what to compare across machines and loads. When the baseline holds one too, the
+relative change is stored beside it (ratio_change: -0.25 is a quarter slower, relative to the
+yardstick, than in the baseline).
 
 These are measurements, not unit tests: without --benchmark-enable (the default run has
 --benchmark-disable in pyproject's addopts) every test here is skipped before anything is built.
@@ -19,7 +21,9 @@ These are measurements, not unit tests: without --benchmark-enable (the default 
 
 from __future__ import annotations
 
+import json
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
@@ -62,6 +66,32 @@ def yardstick(random_data):
     return yardstick
 
 
+@pytest.fixture(scope="session")
+def baseline_ratios(request) -> dict[str, float]:
+    """Ratios to the yardstick in the baseline given to --benchmark-compare, when it is a file."""
+    compare = request.config.getoption("benchmark_compare")
+    if not isinstance(compare, str) or not Path(compare).is_file():
+        return {}
+    stored = json.loads(Path(compare).read_text())
+    return {entry["fullname"]: entry["extra_info"]["ratio_to_yardstick"]
+            for entry in stored["benchmarks"]
+            if "ratio_to_yardstick" in entry.get("extra_info", {})}
+
+
+@pytest.fixture
+def against_yardstick(benchmark, yardstick, baseline_ratios, request):
+    """Time a candidate's step against the yardstick (below); beside the baseline's ratio, if any,
+    store the change of the ratio: unlike absolute times it hardly moves with other load."""
+    def run(candidate: benchmarks.Benchmark) -> None:
+        benchmark_against_yardstick(benchmark, candidate, yardstick)
+        baseline = baseline_ratios.get(request.node.nodeid)
+        if baseline is not None:
+            benchmark.extra_info["baseline_ratio_to_yardstick"] = baseline
+            benchmark.extra_info["ratio_change"] = (
+                benchmark.extra_info["ratio_to_yardstick"] / baseline - 1)
+    return run
+
+
 def yardstick_examples_per_s(yardstick: benchmarks.Benchmark) -> float:
     seconds = benchmarks.median_seconds_per_call(yardstick.step, YARDSTICK_SECONDS)
     return yardstick.examples_per_call / seconds
@@ -93,23 +123,23 @@ def benchmark_against_yardstick(benchmark, candidate: benchmarks.Benchmark,
 
 @pytest.mark.parametrize("model", benchmarks.MODELS)
 @pytest.mark.parametrize("algorithm", list(algorithms.REGISTRY))
-def test_update(benchmark, yardstick, random_data, algorithm, model):
+def test_update(benchmark, against_yardstick, random_data, algorithm, model):
     candidate = benchmarks.update_benchmark(algorithm, model, DEVICE,
                                             random_data[benchmarks.data_kind(model)])
     benchmark.group = f"update {model}"
-    benchmark_against_yardstick(benchmark, candidate, yardstick)
+    against_yardstick(candidate)
 
 
-def test_iw_bound(benchmark, yardstick, random_data):
+def test_iw_bound(benchmark, against_yardstick, random_data):
     candidate = benchmarks.evaluation_benchmark(EVALUATION_EXAMPLES, DEVICE, random_data["binary"])
     benchmark.group = "evaluation"
-    benchmark_against_yardstick(benchmark, candidate, yardstick)
+    against_yardstick(candidate)
     benchmark.extra_info["projected_mnist_test_seconds"] = (
         benchmarks.MNIST_TEST_IMAGES / benchmark.extra_info["examples_per_s"])
 
 
-def test_yardstick(benchmark, yardstick):
+def test_yardstick(benchmark, against_yardstick, yardstick):
     """The yardstick's own time: a slower yardstick against the baseline means a slower or busier
     machine, not slower code. Its ratio to its own neighbouring measurements shows the noise."""
     benchmark.group = "update sbn:200"
-    benchmark_against_yardstick(benchmark, yardstick, yardstick)
+    against_yardstick(yardstick)
