@@ -221,7 +221,8 @@ def _summary_lines(result: dict) -> list[str]:
     settings, evaluation = result["settings"], _evaluation(result)
     yardstick = result["yardstick"]
     return [
-        f"device {result['device']}, {result['threads']} torch threads; code "
+        f"device {result['device']}, {result['threads']} torch "
+        f"thread{'s' if result['threads'] != 1 else ''}; code "
         f"{_code(result['code'])}; torch {result['environment']['torch']}",
         f"{settings['repeats']} interleaved repeats of {settings['seconds']:g} s per measurement, "
         f"medians; process CPU time / wall time during the yardstick's measurements: "
