@@ -15,7 +15,9 @@ def session_data_root(tmp_path_factory):
     return os.environ["BENCH_DATA"]
 
 
-def mirror_or_skip() -> str:
+@pytest.fixture
+def data_mirror() -> str:
+    """The real-data mirror; tests that need it skip, saying why, when it is not set."""
     mirror = os.environ.get("BENCH_DATA_MIRROR")
     if not mirror or not os.path.isdir(mirror):
         pytest.skip("real data tests need BENCH_DATA_MIRROR (a directory laid out like ../shared/data)")

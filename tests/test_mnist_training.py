@@ -4,7 +4,6 @@ bound well beyond where they start (a margin in nats, not a time)."""
 from __future__ import annotations
 
 import pytest
-from conftest import mirror_or_skip
 
 from bench.runs import train_run
 from bench.specs import RunSpec
@@ -16,8 +15,7 @@ MARGIN_NATS = 25.0
 
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["nvil", "wake-sleep"])
-def test_short_mnist_run_improves_the_validation_bound(tmp_path, algorithm):
-    mirror_or_skip()
+def test_short_mnist_run_improves_the_validation_bound(tmp_path, algorithm, data_mirror):
     spec = RunSpec(algorithm=algorithm, model="sbn:200", dataset="mnist", updates=2000,
                    eval_interval=1000, test_examples=500)
     record = train_run(spec, tmp_path, progress=False)
