@@ -25,7 +25,7 @@ from bench.training import Trainer, build
 REPOSITORY = Path(__file__).resolve().parent.parent
 
 
-def run_bench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_bench(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     # Not under `nice`: at the lowest priority a busy machine can starve it past any timeout.
     return subprocess.run([sys.executable, "-m", "bench", *args], cwd=REPOSITORY,
                           capture_output=True, text=True, timeout=timeout,
