@@ -96,6 +96,8 @@ class Trainer:
         self.state = TrainState()
         self.best_parameters = copy.deepcopy(self.algorithm.state_dict())
         self.train_rows = self._training_rows()
+        self.order = self._epoch_order(0)
+        self.parameters = [p for group in self.algorithm.parameter_groups().values() for p in group]
 
     def _training_rows(self):
         rows = self.built.data.train
@@ -108,19 +110,33 @@ class Trainer:
         # A function of (seed, epoch) alone, so a resumed run sees the same minibatches.
         return np.random.default_rng([self.spec.seed, epoch]).permutation(self.train_rows.shape[0])
 
-    def _next_batch(self, order: np.ndarray) -> tuple[torch.Tensor, np.ndarray]:
+    def _next_batch(self) -> torch.Tensor:
         state, size = self.state, self.spec.batch_size
-        if state.position + size > order.shape[0]:
+        if state.position + size > self.order.shape[0]:
             state.epoch += 1
             state.position = 0
-            order = self._epoch_order(state.epoch)
-        index = order[state.position:state.position + size]
+            self.order = self._epoch_order(state.epoch)
+        index = self.order[state.position:state.position + size]
         state.position += size
         if isinstance(self.train_rows, torch.Tensor):
-            batch = self.train_rows[torch.from_numpy(index).to(self.train_rows.device)]
-        else:
-            batch = rows_as_tensor(self.train_rows[index], torch.float32, self.built.device)
-        return batch, order
+            return self.train_rows[torch.from_numpy(index).to(self.train_rows.device)]
+        return rows_as_tensor(self.train_rows[index], torch.float32, self.built.device)
+
+    def update(self) -> bool:
+        """One update: the next minibatch, the algorithm's step, one backward pass through the sum
+        of its per-group losses, one optimizer step per group. Returns False, changing nothing,
+        when the loss or the training bound is not finite (the run has diverged)."""
+        result = self.algorithm.step(self._next_batch(), self.generator)
+        loss = sum(result.losses.values())
+        if not torch.isfinite(loss) or not math.isfinite(result.metrics.get("bound", 0.0)):
+            return False
+        for parameter in self.parameters:
+            parameter.grad = None
+        loss.backward()
+        for optimizer in self.optimizers.values():
+            optimizer.step()
+        self.state.update += 1
+        return True
 
     # -- checkpoints ---------------------------------------------------------------------------
     def checkpoint_path(self) -> Path:
@@ -155,6 +171,7 @@ class Trainer:
                                  else checkpoint["generator"])
         self.state = TrainState(**checkpoint["state"])
         self.best_parameters = checkpoint["best_parameters"]
+        self.order = self._epoch_order(self.state.epoch)
         return True
 
     # -- evaluation ----------------------------------------------------------------------------
@@ -198,23 +215,12 @@ class Trainer:
         if not resumed:
             self._validate()  # the starting point of the curve
         bar = make_progress(spec.updates, state.update, self.progress, spec.run_name())
-        order = self._epoch_order(state.epoch)
-        params = [p for group in self.algorithm.parameter_groups().values() for p in group]
         try:
             while state.update < spec.updates and state.status == "running":
                 started = time.perf_counter()
-                x, order = self._next_batch(order)
-                result = self.algorithm.step(x, self.generator)
-                loss = sum(result.losses.values())
-                if not torch.isfinite(loss) or not math.isfinite(result.metrics.get("bound", 0.0)):
+                if not self.update():
                     state.status = "diverged"
                     break
-                for parameter in params:
-                    parameter.grad = None
-                loss.backward()
-                for optimizer in self.optimizers.values():
-                    optimizer.step()
-                state.update += 1
                 state.train_seconds += time.perf_counter() - started
                 if bar is not None:
                     bar.update(1)

@@ -32,7 +32,6 @@ values of the data, only on its shape.
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from collections.abc import Callable
@@ -112,33 +111,18 @@ class Benchmark:
 
 
 class TrainerUpdate:
-    """One update exactly as the loop of Trainer.train does it, on a Trainer built from a RunSpec.
-
-    Trainer has no method for a single update, so the loop body is repeated here (without the
-    progress bar, validation and checkpoints, which are not part of an update);
-    tests/test_perf_cli.py checks that these updates leave the same parameters as Trainer.train.
-    Nothing is written: only Trainer.train writes to its output directory.
-    """
+    """One update exactly as Trainer.train does it (`Trainer.update`), without the progress bar,
+    validation and checkpoints, which are not part of an update. Nothing is written: only
+    Trainer.train writes to its output directory."""
 
     def __init__(self, trainer: Trainer):
         self.trainer = trainer
-        self.order = trainer._epoch_order(trainer.state.epoch)
-        self.params = [p for group in trainer.algorithm.parameter_groups().values() for p in group]
 
     def __call__(self) -> None:
         trainer = self.trainer
-        x, self.order = trainer._next_batch(self.order)
-        result = trainer.algorithm.step(x, trainer.generator)
-        loss = sum(result.losses.values())
-        if not torch.isfinite(loss) or not math.isfinite(result.metrics.get("bound", 0.0)):
+        if not trainer.update():
             raise RuntimeError(f"{trainer.spec.algorithm} on {trainer.spec.model} diverged after "
                                f"{trainer.state.update} updates while being measured")
-        for parameter in self.params:
-            parameter.grad = None
-        loss.backward()
-        for optimizer in trainer.optimizers.values():
-            optimizer.step()
-        trainer.state.update += 1
 
 
 def training_spec(algorithm: str, model: str, device: str = "cpu", seed: int = 0) -> RunSpec:
