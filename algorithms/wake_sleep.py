@@ -47,8 +47,7 @@ class WakeSleep(Algorithm):
             h, log_q = self.inference.sample(x, generator=generator)
         log_joint = self.model.log_joint(x, h)
         with torch.no_grad():
-            lengths = x.sum(-1) if self.model.visible_kind == "multinomial" else None
-            fantasy_x, fantasy_h = self.model.sample(x.shape[:-1], generator, lengths)
+            fantasy_x, fantasy_h = self.model.sample_like(x, generator)
         sleep_log_q = self.inference.log_prob(fantasy_x, fantasy_h)
         bound = (log_joint.detach() - sum(log_q))
         return StepResult(

@@ -71,6 +71,12 @@ class BeliefNet(nn.Module):
     def log_joint(self, x: Tensor, h: Sequence[Tensor]) -> Tensor:
         return sum(self.log_prob_terms(x, h))
 
+    def sample_like(self, x: Tensor, generator=None) -> tuple[Tensor, list[Tensor]]:
+        """Fantasies shaped like the minibatch x: one per row, and for a multinomial visible layer
+        with the length of the matching document (the sleep phase needs nothing else)."""
+        lengths = x.sum(-1) if self.visible_kind == "multinomial" else None
+        return self.sample(x.shape[:-1], generator, lengths)
+
     def sample(self, batch_shape, generator=None, lengths: Tensor | None = None
                ) -> tuple[Tensor, list[Tensor]]:
         """Ancestral sample (x, [h^1, ..., h^n]); documents need `lengths` (one per example)."""
