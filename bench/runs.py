@@ -36,7 +36,13 @@ def train_run(spec: RunSpec, out_dir: Path, data=None, data_dir=None, progress: 
     code = code_version()  # the code that trains, even if the checkout changes meanwhile
     built = build(spec, data, data_dir)
     trainer = Trainer(built, out_dir, progress=progress)
-    state = trainer.train()
+    trainer.train()
+    return finish_run(trainer, code, started)
+
+
+def finish_run(trainer: Trainer, code: dict, started: float) -> dict:
+    """Evaluate a trained run's best parameters on the test set and write its record."""
+    built, spec, state, out_dir = trainer.built, trainer.spec, trainer.state, trainer.out_dir
     metrics = []
     if state.status == "complete":
         trainer.restore_best()
@@ -67,6 +73,9 @@ def train_run(spec: RunSpec, out_dir: Path, data=None, data_dir=None, progress: 
             "optimizers": {g: {"name": spec.optimizer, "learning_rate": rate}
                            for g, rate in trainer.learning_rates.items()},
             "batch_size": spec.batch_size,
+            # How updates were computed: "fused" or "autograd", and how many runs shared one
+            # batched computation (their throughput figures are each run's own rate within it).
+            "engine": {"name": trainer.engine, "runs_in_batch": trainer.runs_in_batch},
             "train_samples_per_example": 1,
         },
         "seed": spec.seed,

@@ -35,28 +35,30 @@ def comparable(record: dict) -> dict:
 
 
 class InterruptAfter:
-    """Wraps an algorithm's step to raise KeyboardInterrupt after n calls, like a user's Ctrl-C."""
+    """Wraps a trainer's update to raise KeyboardInterrupt after n calls, like a user's Ctrl-C."""
 
-    def __init__(self, algorithm, calls: int):
-        self.step, self.left = algorithm.step, calls
-        algorithm.step = self
+    def __init__(self, trainer, calls: int):
+        self.update, self.left = trainer.update, calls
+        trainer.update = self
 
     def __call__(self, *args, **kwargs):
         if self.left == 0:
             raise KeyboardInterrupt
         self.left -= 1
-        return self.step(*args, **kwargs)
+        return self.update(*args, **kwargs)
 
 
+@pytest.mark.parametrize("engine", ["fused", "autograd"])
 @pytest.mark.parametrize("algorithm", ["nvil", "wake-sleep"])
-def test_interrupted_and_resumed_run_ends_with_the_same_record(tmp_path, algorithm):
-    spec = RunSpec(algorithm=algorithm, updates=200, seed=3, **SMALL)
+def test_interrupted_and_resumed_run_ends_with_the_same_record(tmp_path, algorithm, engine):
+    spec = RunSpec(algorithm=algorithm, updates=200, seed=3, engine=engine, **SMALL)
     straight = train_run(spec, tmp_path / "straight", progress=False)
+    assert straight["config"]["engine"]["name"] == engine
 
-    built = build(spec)
-    InterruptAfter(built.algorithm, 130)  # dies between the checkpoints at 120 and 160
+    trainer = Trainer(build(spec), tmp_path / "resumed", progress=False)
+    InterruptAfter(trainer, 130)  # dies between the checkpoints at 120 and 160
     with pytest.raises(KeyboardInterrupt):
-        Trainer(built, tmp_path / "resumed", progress=False).train()
+        trainer.train()
     assert (tmp_path / "resumed" / CHECKPOINT).exists()
     resumed = train_run(spec, tmp_path / "resumed", progress=False)
 
@@ -65,21 +67,23 @@ def test_interrupted_and_resumed_run_ends_with_the_same_record(tmp_path, algorit
     assert curve_a == (tmp_path / "resumed" / "curve.csv").read_text()
 
 
-def test_a_run_that_produces_nan_is_recorded_as_diverged(tmp_path):
-    spec = RunSpec(updates=200, **SMALL)
+@pytest.mark.parametrize("engine", ["fused", "autograd"])
+def test_a_run_that_produces_nan_is_recorded_as_diverged(tmp_path, engine):
+    spec = RunSpec(updates=200, engine=engine, **SMALL)
     built = build(spec)
-    original_step = built.algorithm.step
+    trainer = Trainer(built, tmp_path, progress=False)
+    original_update = trainer.update
     calls = {"n": 0}
 
-    def poisoned_step(x, generator=None):
+    def poisoned_update():
         calls["n"] += 1
         if calls["n"] == 50:
             with torch.no_grad():
                 built.algorithm.model.visible.weight.fill_(float("nan"))
-        return original_step(x, generator)
+        return original_update()
 
-    built.algorithm.step = poisoned_step
-    state = Trainer(built, tmp_path, progress=False).train()
+    trainer.update = poisoned_update
+    state = trainer.train()
     assert state.status == "diverged"
     assert state.update < 200
 

@@ -2,8 +2,10 @@
 
 Cells whose record is complete (or diverged) are skipped, so an interrupted suite continues where
 it stopped, and a cell interrupted mid-training resumes from its checkpoint. A cell that raises
-gets a failed record and the suite goes on. `--jobs N` trains N cells at once in separate
-processes, each with cores // N torch threads (or `--threads`).
+gets a failed record and the suite goes on. Cells that share a model, dataset and minibatch size
+are trained together as one batched computation (bench/batched.py), up to `--batch` runs at once;
+each keeps its own random stream, statistics, early stopping and record. `--jobs N` trains N
+groups at once in separate processes, each with cores // N torch threads (or `--threads`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--seeds", type=int, default=1, help="repeat every cell with seeds 0..N-1")
     parser.add_argument("--jobs", type=int, default=1,
                         help="cells trained at once, in separate processes (default 1)")
+    parser.add_argument("--batch", type=int, default=16,
+                        help="at most this many cells (of the same model, dataset and minibatch "
+                             "size) trained as one batched computation (default 16; 1: one by one)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads per cell (default: cores // jobs). At minibatches of "
                              "20 one thread is often as fast, and much faster on a busy machine")
@@ -55,6 +60,8 @@ def command_line(args) -> str:
              "--seeds", str(args.seeds)]
     if args.jobs != 1:
         parts += ["--jobs", str(args.jobs)]
+    if args.batch != 16:
+        parts += ["--batch", str(args.batch)]
     if args.threads is not None:
         parts += ["--threads", str(args.threads)]
     for option, default in (("runs_dir", str(DEFAULT_RUNS_DIR)),
@@ -81,28 +88,54 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def train_cell(spec, out_dir: str, data_dir, progress: bool) -> tuple[str, str, str, float]:
-    """Train one cell; any exception becomes a failed record. (status, message, run dir, seconds)."""
+def _load_data(spec, data_dir):
+    key = (spec.dataset, spec.split)
+    if key not in _DATA_CACHE:
+        import datasets
+
+        try:
+            _DATA_CACHE[key] = datasets.load(spec.dataset, spec.split, data_dir=data_dir)
+        except Exception as error:  # noqa: BLE001 - every cell of this dataset fails alike
+            _DATA_CACHE[key] = error
+    if isinstance(_DATA_CACHE[key], Exception):
+        raise _DATA_CACHE[key]
+    return _DATA_CACHE[key]
+
+
+def train_unit(specs, out_dirs: list[str], data_dir, progress: bool, max_runs: int
+               ) -> list[tuple[str, str, str, float]]:
+    """Train cells that share a batch key, together; any exception becomes a failed record for
+    each of them. [(status, message, run dir, seconds)] in the order given."""
+    from bench.batched import train_runs_together
     from bench.runs import train_run, write_failed_record
 
     started = time.perf_counter()
     try:
-        key = (spec.dataset, spec.split)
-        if key not in _DATA_CACHE:
-            import datasets
+        data = _load_data(specs[0], data_dir)
+        if len(specs) == 1:
+            records = [train_run(specs[0], Path(out_dirs[0]), data=data, progress=progress)]
+        else:
+            records = train_runs_together(specs, [Path(d) for d in out_dirs], data=data,
+                                          max_runs=max_runs, progress=progress)
+        results = [(r["status"], _headline(r)) for r in records]
+    except Exception as error:  # noqa: BLE001 - any failure of one unit must not stop the suite
+        for spec, out_dir in zip(specs, out_dirs, strict=True):
+            write_failed_record(spec, Path(out_dir), error)
+        results = [("failed", f"{type(error).__name__}: {error}")] * len(specs)
+    seconds = time.perf_counter() - started
+    return [(status, message, out_dir, seconds)
+            for (status, message), out_dir in zip(results, out_dirs, strict=True)]
 
-            try:
-                _DATA_CACHE[key] = datasets.load(spec.dataset, spec.split, data_dir=data_dir)
-            except Exception as error:  # noqa: BLE001 - every cell of this dataset fails alike
-                _DATA_CACHE[key] = error
-        if isinstance(_DATA_CACHE[key], Exception):
-            raise _DATA_CACHE[key]
-        record = train_run(spec, Path(out_dir), data=_DATA_CACHE[key], progress=progress)
-        status, message = record["status"], _headline(record)
-    except Exception as error:  # noqa: BLE001 - any failure of one cell must not stop the suite
-        write_failed_record(spec, Path(out_dir), error)
-        status, message = "failed", f"{type(error).__name__}: {error}"
-    return status, message, out_dir, time.perf_counter() - started
+
+def _units(work, max_runs: int) -> list[list]:
+    """Pending cells grouped by batch key (order of first appearance), at most max_runs each."""
+    from bench.batched import batch_key
+
+    groups: dict = {}
+    for cell, out_dir in work:
+        groups.setdefault(batch_key(cell.spec), []).append((cell, out_dir))
+    return [members[i:i + max_runs] for members in groups.values()
+            for i in range(0, len(members), max_runs)]
 
 
 def _headline(record: dict) -> str:
@@ -129,6 +162,8 @@ def run(args) -> int:
     args.budget = budget.name
     if args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
+    if args.batch < 1:
+        raise UserError(f"--batch must be at least 1, got {args.batch}")
     if args.threads is not None and args.threads < 1:
         raise UserError(f"--threads must be at least 1, got {args.threads}")
     overrides = {"device": args.device} if args.device else None
@@ -143,12 +178,14 @@ def run(args) -> int:
     started = time.perf_counter()
     if pending:
         work = [(c, str(run_dir(runs_dir, suite, budget.name, c))) for c in pending]
+        units = _units(work, args.batch)
         threads = args.threads or max(1, available_cores() // args.jobs)
-        if args.jobs == 1 or len(pending) == 1:
+        if args.jobs == 1 or len(units) == 1:
             _init_worker(threads)
-            _run_here(work, args.data_dir, progress)
+            _run_here(units, args.data_dir, progress, args.batch)
         else:
-            _run_parallel(work, args.data_dir, progress, min(args.jobs, len(pending)), threads)
+            _run_parallel(units, args.data_dir, progress, min(args.jobs, len(units)), threads,
+                          args.batch)
     elapsed = time.perf_counter() - started
     report = write_report(suite, budget.name, runs_dir, Path(args.results_dir), args.seeds,
                           command=command_line(args))
@@ -189,40 +226,52 @@ def _report_cell(bar, done: int, total: int, name: str, status: str, message: st
         print(line, flush=True)
 
 
-def _run_here(work, data_dir, progress: bool) -> None:
-    bar = _bar(len(work), progress)
+def _run_here(units, data_dir, progress: bool, max_runs: int) -> None:
+    total = sum(len(unit) for unit in units)
+    bar = _bar(total, progress)
+    done = 0
     try:
-        for done, (cell, out_dir) in enumerate(work, 1):
-            status, message, _, seconds = train_cell(cell.spec, out_dir, data_dir, progress)
-            _report_cell(bar, done, len(work), cell.run_name, status, message, seconds)
+        for unit in units:
+            results = train_unit([cell.spec for cell, _ in unit], [d for _, d in unit], data_dir,
+                                 progress, max_runs)
+            for (cell, _), (status, message, _, seconds) in zip(unit, results, strict=True):
+                done += 1
+                _report_cell(bar, done, total, cell.run_name, status, message, seconds)
     finally:
         if bar is not None:
             bar.close()
 
 
-def _run_parallel(work, data_dir, progress: bool, jobs: int, threads: int) -> None:
+def _run_parallel(units, data_dir, progress: bool, jobs: int, threads: int, max_runs: int) -> None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from bench.runs import write_failed_record
 
-    bar = _bar(len(work), progress)
+    total = sum(len(unit) for unit in units)
+    bar = _bar(total, progress)
     # Per-run bars of parallel workers would overwrite each other: only the bar over cells.
     executor = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                                    initializer=_init_worker, initargs=(threads,))
     try:
-        futures = {executor.submit(train_cell, cell.spec, out_dir, data_dir, False): (cell, out_dir)
-                   for cell, out_dir in work}
+        futures = {executor.submit(train_unit, [cell.spec for cell, _ in unit],
+                                   [d for _, d in unit], data_dir, False, max_runs): unit
+                   for unit in units}
         started = time.perf_counter()
-        for done, future in enumerate(as_completed(futures), 1):
-            cell, out_dir = futures[future]
+        done = 0
+        for future in as_completed(futures):
+            unit = futures[future]
             try:
-                status, message, _, seconds = future.result()
+                results = future.result()
             except Exception as error:  # noqa: BLE001 - a worker that died (e.g. out of memory)
-                write_failed_record(cell.spec, Path(out_dir), error)
-                status, message = "failed", f"{type(error).__name__}: {error}"
                 seconds = time.perf_counter() - started
-            _report_cell(bar, done, len(work), cell.run_name, status, message, seconds)
+                results = []
+                for cell, out_dir in unit:
+                    write_failed_record(cell.spec, Path(out_dir), error)
+                    results.append(("failed", f"{type(error).__name__}: {error}", out_dir, seconds))
+            for (cell, _), (status, message, _, seconds) in zip(unit, results, strict=True):
+                done += 1
+                _report_cell(bar, done, total, cell.run_name, status, message, seconds)
     except BaseException:
         executor.shutdown(wait=False, cancel_futures=True)
         raise
