@@ -92,10 +92,20 @@ def _logits(weight: Tensor, bias: Tensor, context: Tensor) -> Tensor:
     return torch.baddbmm(bias.unsqueeze(1), context, weight.transpose(1, 2))
 
 
-def _bernoulli(logits: Tensor, value: Tensor) -> tuple[Tensor, Tensor]:
+def _bernoulli(logits: Tensor, value: Tensor, probability: Tensor | None = None
+               ) -> tuple[Tensor, Tensor]:
     """log p(value) summed over units (R, B), and the score value - sigmoid(logits) (R, B, H)."""
-    log_prob = (value * logits - F.softplus(logits)).sum(-1)
-    return log_prob, value - torch.sigmoid(logits)
+    if probability is None:
+        probability = torch.sigmoid(logits)
+    log_prob = (value * logits).sum(-1) - F.softplus(logits).sum(-1)
+    return log_prob, value - probability
+
+
+def _sample(logits: Tensor, noise: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """value = [u < sigmoid(a)] as in LogisticLayer, with its log-probability and score."""
+    probability = torch.sigmoid(logits)
+    value = (noise < probability).to(logits.dtype)
+    return (value, *_bernoulli(logits, value, probability))
 
 
 def _ascend(weight: Tensor | None, bias: Tensor, delta: Tensor, context: Tensor | None) -> None:
@@ -132,8 +142,9 @@ class FusedSGD:
         self.latent_sizes = first.model.latent_sizes
         reference = first.model.prior.bias
 
-        def per_run(values) -> Tensor:
-            return torch.tensor(values, dtype=reference.dtype, device=reference.device)
+        def per_run(values, shape=(-1, 1, 1)) -> Tensor:
+            """A column of per-run constants, shaped to broadcast against (R, B, H)."""
+            return torch.tensor(values, dtype=reference.dtype, device=reference.device).view(shape)
 
         # Model P: visible layer, conditionals (h[i] given h[i+1]), prior. Inference network Q.
         models = [a.model for a in algorithms]
@@ -151,10 +162,13 @@ class FusedSGD:
             self.signal_mean = _stack_into_views([a.signal_mean for a in nvil_runs])
             self.signal_var = _stack_into_views([a.signal_var for a in nvil_runs])
             options = [a.options for a in nvil_runs]
-            self.use_mean = per_run([o.constant_baseline for o in options]).bool()
-            self.use_var = per_run([o.variance_normalisation for o in options]).bool()
-            self.track = self.use_mean | self.use_var
-            self.smoothing = per_run([o.smoothing for o in options])
+            column = (-1, 1)  # against (R_nvil, S)
+            self.use_mean = per_run([o.constant_baseline for o in options], column)
+            self.use_var = per_run([o.variance_normalisation for o in options], column).bool()
+            # c <- c + (1 - α)(mean - c) is α c + (1 - α) mean; 0 for runs that keep no statistics.
+            self.statistics_rate = per_run(
+                [(1 - o.smoothing) * (o.constant_baseline or o.variance_normalisation)
+                 for o in options], column)
         if self.num_idb:
             idb_runs = nvil_runs[:self.num_idb]
             self.baselines = []
@@ -167,6 +181,7 @@ class FusedSGD:
                 self.baselines.append((hidden_w, hidden_b, out_w, out_b))
             self.baseline_rate = per_run([learning_rates[r]["baseline"]
                                           for r in range(self.num_idb)])
+        self._everyone = torch.ones(self.num_runs, dtype=torch.bool, device=reference.device)
 
     # -- random numbers ----------------------------------------------------------------------
     def _noise(self, x: Tensor, generators, active: list[bool]) -> tuple[list[Tensor], list[Tensor]]:
@@ -176,6 +191,9 @@ class FusedSGD:
         visible layer (BeliefNet.sample_like). Inactive runs draw nothing."""
         runs, batch = x.shape[0], x.shape[1]
         options = {"dtype": x.dtype, "device": x.device}
+        if runs == 1 and active[0] and self.num_nvil == 1:  # one NVIL run: no copies
+            return [torch.rand((1, batch, size), generator=generators[0], **options)
+                    for size in self.latent_sizes], []
         wake = [torch.full((runs, batch, size), 0.5, **options) for size in self.latent_sizes]
         sleep_sizes = list(reversed(self.latent_sizes)) + [x.shape[-1]]
         sleep = [torch.full((runs - self.num_nvil, batch, size), 0.5, **options)
@@ -200,13 +218,11 @@ class FusedSGD:
         wake_noise, sleep_noise = self._noise(x, generators, active)
         centred = x - self.input_mean
 
-        # Wake: h ~ Q(h | x), log Q per layer and its scores.
+        # Wake: h ~ Q(h | x) layer by layer, with log Q and its scores.
         h, log_q, q_score, contexts = [], [], [], []
         context = centred
         for (weight, bias), noise in zip(self.inference, wake_noise, strict=True):
-            logits = _logits(weight, bias, context)
-            value = (noise < torch.sigmoid(logits)).to(x.dtype)
-            term, score = _bernoulli(logits, value)
+            value, term, score = _sample(_logits(weight, bias, context), noise)
             h.append(value)
             log_q.append(term)
             q_score.append(score)
@@ -214,73 +230,69 @@ class FusedSGD:
             context = value
 
         # log P(x, h) per layer: the data given h[0], h[i] given h[i+1], the prior of the top.
-        log_p, p_score = [], []
-        term, score = _bernoulli(_logits(*self.visible, h[0]), x)
-        log_p.append(term)
-        p_score.append(score)
-        for i, (weight, bias) in enumerate(self.conditionals):
-            term, score = _bernoulli(_logits(weight, bias, h[i + 1]), h[i])
-            log_p.append(term)
-            p_score.append(score)
-        term, score = _bernoulli(self.prior_bias.unsqueeze(1).expand_as(h[-1]), h[-1])
-        log_p.append(term)
-        p_score.append(score)
+        log_p, p_score = zip(
+            _bernoulli(_logits(*self.visible, h[0]), x),
+            *(_bernoulli(_logits(weight, bias, h[i + 1]), h[i])
+              for i, (weight, bias) in enumerate(self.conditionals)),
+            _bernoulli(self.prior_bias.unsqueeze(1).expand_as(h[-1]), h[-1]), strict=True)
 
-        bound = (sum(log_p) - sum(log_q)).mean(-1)
-        ok = torch.isfinite(bound) & torch.tensor(active, device=x.device)
+        log_weight = torch.stack(log_p).sum(0) - torch.stack(log_q).sum(0)    # (R, B)
+        bound = log_weight.mean(-1)
+        # A run is updated if it is active and its bound is finite. Usually all are: then no
+        # masking at all; otherwise where(), since 0 * NaN is NaN.
+        ok = None
+        if not (all(active) and bool(torch.isfinite(bound).all())):
+            ok = torch.isfinite(bound) & torch.tensor(active, device=x.device)
 
         def scaled(delta: Tensor, rate: Tensor, runs: slice = slice(None)) -> Tensor:
-            # where(), not a multiplication by 0: a diverged run's NaNs must not reach its weights.
-            return torch.where(ok[runs].view(-1, 1, 1), delta * rate.view(-1, 1, 1), 0.0)
+            if ok is None:
+                return delta * rate
+            return torch.where(ok[runs].view(-1, 1, 1), delta * rate, 0.0)
 
         # Everything below reads the parameters before any of them changes; updates come last.
-        inference_deltas = [None] * len(self.inference)
-        baseline_updates = []
         nvil = slice(0, self.num_nvil)
+        sleep = slice(self.num_nvil, self.num_runs)
         if self.num_nvil:
-            signals = self._nvil_signals(log_p, log_q, nvil)                    # (R_nvil, S, B)
-            residual = signals.clone()
+            signals = self._nvil_signals(log_weight, log_p, log_q, nvil)         # (R_nvil, S, B)
             if self.num_idb:
                 baseline_values = self._baseline_forward(centred, h)
-                for j, (_, _, value) in enumerate(baseline_values):
-                    residual[:self.num_idb, j] -= value
-            normalised = self._normalise(residual, ok[nvil])                   # (R_nvil, S, B)
-            for layer in range(len(self.inference)):
-                signal = normalised[:, layer if self.local_signals else 0].unsqueeze(-1)
-                inference_deltas[layer] = signal * q_score[layer][nvil]
+                baseline = torch.stack([value for _, _, value in baseline_values], 1)
+                signals = torch.cat([signals[:self.num_idb] - baseline, signals[self.num_idb:]])
+            normalised = self._normalise(signals, None if ok is None else ok[nvil])
             if self.num_idb:
                 baseline_updates = self._baseline_deltas(baseline_values, normalised, ok)
-
         if self.num_nvil < self.num_runs:
-            sleep = slice(self.num_nvil, self.num_runs)
             sleep_scores, sleep_contexts = self._sleep(x, sleep, sleep_noise)
 
-        # Apply: the model ascends log P(x, h) on the wake samples (both algorithms).
-        visible_delta = scaled(p_score[0], self.model_rate)
-        _ascend(*self.visible, visible_delta, h[0])
+        # Apply. The model ascends log P(x, h) on the wake samples (both algorithms).
+        _ascend(*self.visible, scaled(p_score[0], self.model_rate), h[0])
         for i, (weight, bias) in enumerate(self.conditionals):
             _ascend(weight, bias, scaled(p_score[i + 1], self.model_rate), h[i + 1])
         self.prior_bias.add_(scaled(p_score[-1], self.model_rate).sum(1))
         # Q: NVIL runs follow their normalised signals, wake-sleep runs their fantasies.
         for layer, (weight, bias) in enumerate(self.inference):
             if self.num_nvil:
-                delta = scaled(inference_deltas[layer], self.inference_rate[nvil], nvil)
+                signal = normalised[:, layer if self.local_signals else 0].unsqueeze(-1)
+                delta = scaled(signal * q_score[layer][nvil], self.inference_rate[nvil], nvil)
                 _ascend(weight[nvil], bias[nvil], delta, contexts[layer][nvil])
             if self.num_nvil < self.num_runs:
                 delta = scaled(sleep_scores[layer], self.inference_rate[sleep], sleep)
                 _ascend(weight[sleep], bias[sleep], delta, sleep_contexts[layer])
-        # Baselines: ψ ascends sum_i s_i C(context_i), with the deltas taken before any change.
+        # Baselines: ψ ascends sum_i s_i C(context_i).
         for (hidden_w, hidden_b, out_w, out_b), (hidden_delta, context, out_w_delta, out_b_delta) \
-                in zip(self.baselines if self.num_idb else [], baseline_updates, strict=True):
+                in zip(self.baselines if self.num_idb else [], baseline_updates if self.num_idb
+                       else [], strict=True):
             _ascend(hidden_w, hidden_b, hidden_delta, context)
             out_w.add_(out_w_delta)
             out_b.add_(out_b_delta)
         return bound
 
     # -- NVIL --------------------------------------------------------------------------------
-    def _nvil_signals(self, log_p: list[Tensor], log_q: list[Tensor], runs: slice) -> Tensor:
+    def _nvil_signals(self, log_weight: Tensor, log_p, log_q, runs: slice) -> Tensor:
         """l^j = sum_{k >= j-1} log P terms - sum_{k >= j} log Q terms (Eq. 12), as in
-        NVIL.learning_signals; the global signal is l^1."""
+        NVIL.learning_signals; the first (and, with a global signal, only) one is log_weight."""
+        if self.num_signals == 1:
+            return log_weight[runs].unsqueeze(1)
         log_p_tail = torch.stack([t[runs] for t in log_p], 1).flip(1).cumsum(1).flip(1)
         log_q_tail = torch.stack([t[runs] for t in log_q], 1).flip(1).cumsum(1).flip(1)
         return (log_p_tail[:, :-1] - log_q_tail)[:, :self.num_signals]
@@ -296,32 +308,28 @@ class FusedSGD:
             values.append((context, hidden, _logits(out_w, out_b, hidden).squeeze(-1)))
         return values
 
-    def _normalise(self, residual: Tensor, ok: Tensor) -> Tensor:
+    def _normalise(self, residual: Tensor, ok: Tensor | None) -> Tensor:
         """s = (r - c) / max(1, sqrt(v)) with c updated first and v after use, per run and signal,
         exactly as NVIL.step does (see its docstring for why v lags)."""
-        alpha = self.smoothing.view(-1, 1)
-        scale = torch.where(self.use_var.view(-1, 1), self.signal_var.sqrt().clamp_min(1.0), 1.0)
-        batch_mean = residual.mean(-1)
-        batch_var = residual.var(-1, unbiased=False) if residual.shape[-1] > 1 else torch.zeros_like(batch_mean)
-        update = (self.track & ok).view(-1, 1)
-        self.signal_mean.copy_(torch.where(update, alpha * self.signal_mean + (1 - alpha) * batch_mean,
-                                           self.signal_mean))
-        self.signal_var.copy_(torch.where(update, alpha * self.signal_var + (1 - alpha) * batch_var,
-                                          self.signal_var))
-        centred = residual - torch.where(self.use_mean.view(-1, 1), self.signal_mean, 0.0).unsqueeze(-1)
+        scale = torch.where(self.use_var, self.signal_var.sqrt().clamp_min(1.0), 1.0)
+        batch_var, batch_mean = torch.var_mean(residual, -1, correction=0)
+        for statistic, batch in ((self.signal_mean, batch_mean), (self.signal_var, batch_var)):
+            change = self.statistics_rate * (batch - statistic)
+            statistic.add_(change if ok is None else torch.where(ok.view(-1, 1), change, 0.0))
+        centred = residual - (self.use_mean * self.signal_mean).unsqueeze(-1)
         return centred / scale.unsqueeze(-1)
 
-    def _baseline_deltas(self, baseline_values, normalised: Tensor, ok: Tensor):
+    def _baseline_deltas(self, baseline_values, normalised: Tensor, ok: Tensor | None):
         """ψ ascends sum_i s_i C(context_i) (the baseline loss of NVIL.step): for
         C = w2 tanh(W1 c + b1) + b2, the hidden units' delta is s_i w2 (1 - tanh^2), taken with
         the parameters before this update."""
         runs = slice(0, self.num_idb)
-        rate = (self.baseline_rate * ok[runs].to(normalised.dtype)).view(-1, 1, 1)
         updates = []
         for j, ((context, hidden, _), (_, _, out_w, _)) in enumerate(
                 zip(baseline_values, self.baselines, strict=True)):
-            signal = torch.where(ok[runs].view(-1, 1), normalised[:self.num_idb, j], 0.0)
-            weighted = (signal * rate.view(-1, 1)).unsqueeze(-1)              # (R_idb, B, 1)
+            weighted = normalised[:self.num_idb, j].unsqueeze(-1) * self.baseline_rate  # (R_idb, B, 1)
+            if ok is not None:
+                weighted = torch.where(ok[runs].view(-1, 1, 1), weighted, 0.0)
             hidden_delta = weighted * out_w * (1 - hidden * hidden)           # (R_idb, B, hidden)
             updates.append((hidden_delta, context, (weighted * hidden).sum(1, keepdim=True),
                             weighted.sum(1)))

@@ -87,40 +87,54 @@ def train_runs_together(specs: list[RunSpec], out_dirs: list[Path], data=None, d
     return [records[i] for i in range(len(trainers))]
 
 
+class RunGroup:
+    """Runs sharing one FusedSGD; `update()` is one update of every run that still wants one."""
+
+    def __init__(self, trainers: list[Trainer]):
+        self.trainers = trainers
+        for trainer in trainers:
+            trainer.runs_in_batch = len(trainers)
+        self.engine = FusedSGD([t.algorithm for t in trainers], [t.learning_rates for t in trainers])
+        self.generators = [t.generator for t in trainers]
+        first = trainers[0]
+        self.batch = torch.zeros(len(trainers), first.spec.batch_size,
+                                 first.built.data.num_features, device=first.built.device)
+
+    def update(self) -> bool:
+        """Returns False when no run wants another update. Each run's own state advances as its
+        Trainer's would; a run with a non-finite bound is marked diverged and left unchanged."""
+        active = [t.wants_update() for t in self.trainers]
+        if not any(active):
+            return False
+        started = time.perf_counter()
+        for r, trainer in enumerate(self.trainers):
+            if active[r]:
+                self.batch[r] = trainer._next_batch()
+        bounds = self.engine.step(self.batch, self.generators, active).tolist()
+        elapsed = time.perf_counter() - started
+        for r, trainer in enumerate(self.trainers):
+            if not active[r]:
+                continue
+            if not math.isfinite(bounds[r]):
+                trainer.state.status = "diverged"
+                continue
+            trainer.state.update += 1
+            trainer.state.train_seconds += elapsed
+            trainer.after_update()
+        return True
+
+
 def _train_group(trainers: list[Trainer], progress: bool, log) -> None:
     for trainer in trainers:
         trainer.begin()
-        trainer.runs_in_batch = len(trainers)
-    engine = FusedSGD([t.algorithm for t in trainers], [t.learning_rates for t in trainers])
-    generators = [t.generator for t in trainers]
-    first = trainers[0]
-    batch = torch.zeros(len(trainers), first.spec.batch_size, first.built.data.num_features,
-                        device=first.built.device)
-    remaining = max(t.spec.updates - t.state.update for t in trainers)
-    names = ", ".join(t.spec.run_name() for t in trainers)
+    group = RunGroup(trainers)
     if len(trainers) > 1:
-        log(f"training {len(trainers)} runs as one batched computation: {names}")
+        log(f"training {len(trainers)} runs as one batched computation: "
+            + ", ".join(t.spec.run_name() for t in trainers))
+    remaining = max(t.spec.updates - t.state.update for t in trainers)
     bar = make_progress(max(0, remaining), 0, progress, f"{len(trainers)} runs")
     try:
-        while True:
-            active = [t.wants_update() for t in trainers]
-            if not any(active):
-                break
-            started = time.perf_counter()
-            for r, trainer in enumerate(trainers):
-                if active[r]:
-                    batch[r] = trainer._next_batch()
-            bounds = engine.step(batch, generators, active).tolist()
-            elapsed = time.perf_counter() - started
-            for r, trainer in enumerate(trainers):
-                if not active[r]:
-                    continue
-                if not math.isfinite(bounds[r]):
-                    trainer.state.status = "diverged"
-                    continue
-                trainer.state.update += 1
-                trainer.state.train_seconds += elapsed
-                trainer.after_update()
+        while group.update():
             if bar is not None:
                 bar.update(1)
     finally:

@@ -37,9 +37,17 @@ def test_quick_run_reports_every_algorithm_and_model_against_the_yardstick(tmp_p
     assert result.returncode == 0, result.stderr
     payload = json.loads(result.stdout)
 
-    updates = {(e["algorithm"], e["model"]): e for e in payload["benchmarks"] if e["kind"] == "update"}
+    updates = {(e["algorithm"], e["model"]): e for e in payload["benchmarks"]
+               if e["kind"] == "update" and "runs" not in e and "engine=" not in e["name"]}
     assert set(updates) == {(name, model) for name in algorithms.REGISTRY
                             for model in benchmarks.MODELS}
+    assert updates[("nvil", "sbn:200")]["engine"] == "fused"
+    assert updates[("nvil", "fdarn:200")]["engine"] == "autograd"
+    (readable,) = [e for e in payload["benchmarks"] if "engine=autograd" in e["name"]]
+    assert readable["engine"] == "autograd" and readable["model"] == "sbn:200"
+    batched = [e for e in payload["benchmarks"] if "runs" in e]
+    assert {e["algorithm"] for e in batched} == set(benchmarks.BATCHED_MIXES)
+    assert all(e["runs"] == 16 for e in batched)
     (evaluation,) = [e for e in payload["benchmarks"] if e["kind"] == "evaluation"]
     assert evaluation["k"] == 5000 and evaluation["model"] == "sbn:200"
     assert evaluation["updates_per_s"] is None
@@ -54,7 +62,8 @@ def test_quick_run_reports_every_algorithm_and_model_against_the_yardstick(tmp_p
             assert math.isfinite(entry[key]) and entry[key] > 0, (entry["name"], key)
         if entry["kind"] != "evaluation":
             assert math.isfinite(entry["updates_per_s"]) and entry["updates_per_s"] > 0
-            assert entry["examples_per_s"] == pytest.approx(20 * entry["updates_per_s"])
+            runs = entry.get("runs", 1)
+            assert entry["examples_per_s"] == pytest.approx(20 * runs * entry["updates_per_s"])
     assert payload["threads"] >= 1 and payload["device"].startswith("cpu")
     assert payload["code"]["commit"] is None or len(payload["code"]["commit"]) == 40
     assert "random" in payload["data"]

@@ -32,6 +32,7 @@ values of the data, only on its shape.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable
@@ -136,14 +137,60 @@ def trainer_for(spec: RunSpec, data: datasets.Data) -> Trainer:
 
 
 def update_benchmark(algorithm: str, model: str, device: str = "cpu",
-                     data: datasets.Data | None = None) -> Benchmark:
+                     data: datasets.Data | None = None, engine: str = "auto") -> Benchmark:
     """One training update of `algorithm` (default preset) on `model`, at minibatch 20."""
-    spec = training_spec(algorithm, model, device)
+    spec = dataclasses.replace(training_spec(algorithm, model, device), engine=engine)
     data = data if data is not None else random_data(data_kind(model))
     trainer = trainer_for(spec, data)
-    return Benchmark(f"update {algorithm} {model}", "update", TrainerUpdate(trainer), BATCH_SIZE,
-                     algorithm, model, {"batch_size": BATCH_SIZE, "optimizer": spec.optimizer,
-                                        "learning_rate": spec.resolved_learning_rate})
+    suffix = "" if engine == "auto" else f" (engine={engine})"
+    return Benchmark(f"update {algorithm} {model}{suffix}", "update", TrainerUpdate(trainer),
+                     BATCH_SIZE, algorithm, model,
+                     {"batch_size": BATCH_SIZE, "optimizer": spec.optimizer,
+                      "learning_rate": spec.resolved_learning_rate, "engine": trainer.engine})
+
+
+# Many runs in one batched computation (bench/batched.py): seeds of the default NVIL, and the
+# mixture a suite batches (Figure 1's eight variance-reduction combinations beside wake-sleep).
+BATCHED_RUNS = 16
+BATCHED_MIXES = {
+    "nvil": ["nvil"] * BATCHED_RUNS,
+    "figure1+wake-sleep": [f"nvil:{p}" for p in ("baseline+idb+vn", "baseline+idb", "baseline+vn",
+                                                 "idb+vn", "baseline", "idb", "vn", "none")]
+                          + ["wake-sleep"] * 8,
+}
+
+
+class GroupUpdate:
+    """One update of every run of a RunGroup, exactly as `bench run` does it."""
+
+    def __init__(self, group):
+        self.group = group
+
+    def __call__(self) -> None:
+        self.group.update()
+        diverged = [t.spec.run_name() for t in self.group.trainers if t.state.status != "running"]
+        if diverged:
+            raise RuntimeError(f"runs diverged while being measured: {', '.join(diverged)}")
+
+
+def batched_update_benchmark(mix: str, model: str = "sbn:200", device: str = "cpu",
+                             data: datasets.Data | None = None) -> Benchmark:
+    """One update of 16 runs (seeds 0..15) trained as one batched computation; examples/s counts
+    every run's minibatch."""
+    from algorithms.fused import run_order_key
+    from bench.batched import RunGroup
+
+    data = data if data is not None else random_data(data_kind(model))
+    trainers = [trainer_for(training_spec(name, model, device, seed), data)
+                for seed, name in enumerate(BATCHED_MIXES[mix])]
+    trainers.sort(key=lambda t: run_order_key(t.algorithm))
+    for trainer in trainers:
+        trainer.fused = None  # the group's engine takes over (stacks their parameters anew)
+    group = RunGroup(trainers)
+    return Benchmark(f"update {len(trainers)} runs batched: {mix} {model}", "update",
+                     GroupUpdate(group), BATCH_SIZE * len(trainers), mix, model,
+                     {"batch_size": BATCH_SIZE, "runs": len(trainers), "engine": "fused",
+                      "algorithms": sorted(set(BATCHED_MIXES[mix]))})
 
 
 def evaluation_benchmark(examples: int, device: str = "cpu",
@@ -195,6 +242,10 @@ def all_benchmarks(device: str = "cpu", evaluation_examples: int = 5) -> list[Be
     data = {kind: random_data(kind) for kind in ("binary", "counts")}
     found = [update_benchmark(name, model, device, data[data_kind(model)])
              for name in algorithms.REGISTRY for model in MODELS]
+    # The readable path the fused engine replaces, for comparison.
+    found.append(update_benchmark("nvil", "sbn:200", device, data["binary"], engine="autograd"))
+    found += [batched_update_benchmark(mix, "sbn:200", device, data["binary"])
+              for mix in BATCHED_MIXES]
     found.append(evaluation_benchmark(evaluation_examples, device, data["binary"]))
     return found
 
