@@ -125,8 +125,8 @@ def test_an_inactive_run_draws_no_noise_and_does_not_change():
 def test_modules_hold_views_into_the_stacks():
     runs = [make("nvil", seed=0), make("nvil", seed=1)]
     engine = FusedSGD(runs, [rates(a) for a in runs])
-    runs[1].inference.layers[0].weight.data[0, 0] = 42.0
-    assert engine.inference[0][0][1, 0, 0] == 42.0
+    runs[1].inference.layers[0].weight.data[2, 1] = 42.0  # W is (H, C); the stack holds W^T
+    assert engine.inference[0][0][1, 1, 2] == 42.0
 
 
 @pytest.mark.parametrize("model,inference,optimizer,words", [
