@@ -24,8 +24,12 @@ from torch import Tensor, nn
 
 
 def bernoulli_log_prob(logits: Tensor, value: Tensor) -> Tensor:
-    """sum_j [v_j a_j - softplus(a_j)] = sum_j log Bernoulli(v_j; sigmoid(a_j)), stable for any a."""
-    return (value * logits - F.softplus(logits)).sum(-1)
+    """sum_j [v_j a_j - softplus(a_j)] = sum_j log Bernoulli(v_j; sigmoid(a_j)), stable for any a.
+
+    The two sums are taken separately so that logits shared by many values (a prior's bias, or
+    (B, H) logits scoring (S, B, H) samples) can be passed unexpanded: their softplus is then
+    computed once, not once per sample."""
+    return (value * logits).sum(-1) - F.softplus(logits).sum(-1)
 
 
 def uniform_noise(shape, generator, like: Tensor) -> Tensor:
@@ -75,7 +79,18 @@ class LogisticLayer(nn.Module):
         return logits
 
     def log_prob(self, value: Tensor, context: Tensor | None = None) -> Tensor:
-        return bernoulli_log_prob(self.logits(context, value), value)
+        if self.autoregressive:
+            return bernoulli_log_prob(self.logits(context, value), value)
+        # Factorial: logits a = W c + b do not depend on the value, so a prior's bias stays
+        # unexpanded (see bernoulli_log_prob).
+        logits = self.context_logits(context)
+        if context is None or value.numel() >= logits.numel():
+            return bernoulli_log_prob(logits, value)
+        # A value shared by many contexts (the data x scored under S latent samples (S, B, C)):
+        # sum_j v_j a_j = c . (W^T v) + b . v projects v once per example, so only the softplus
+        # pass runs over the (S, B, size) logits.
+        return ((context * (value @ self.weight)).sum(-1) + value @ self.bias
+                - F.softplus(logits).sum(-1))
 
     def sample(self, context: Tensor | None = None, batch_shape=(), generator=None,
                noise: Tensor | None = None) -> Tensor:
