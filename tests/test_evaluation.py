@@ -3,23 +3,29 @@
 The sampled bounds are estimators: the ELBO estimate is unbiased for the exact ELBO (Eq. 1), the
 importance-weighted bound's expectation rises towards log P(x) as K grows; chunking the samples
 changes no number (single-layer networks draw the same stream) or no distribution (deeper ones);
-perplexity is exp(-mean(bound / length)) (§4.3); mistakes are UserErrors.
+the fast path for one factorial layer (FactorialLogWeights) gives the numbers of the plain path
+and of a by-hand computation on the same samples; perplexity is exp(-mean(bound / length)) (§4.3);
+mistakes are UserErrors.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
 import pytest
 import scipy.sparse
 import torch
+import torch.nn.functional as F
+from torch.distributions import Bernoulli
 
 import bench.evaluation as evaluation
 from bench.check import tiny_problem
 from bench.errors import UserError
-from bench.evaluation import BOUNDS, evaluate, log_likelihood_bound, log_weights
-from models import ModelSpec, exact_elbo, exact_log_likelihood
+from bench.evaluation import (BOUNDS, FactorialLogWeights, evaluate, log_likelihood_bound,
+                              log_weights)
+from models import ModelSpec, bernoulli_log_prob, exact_elbo, exact_log_likelihood
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +153,93 @@ def test_chunking_keeps_the_distribution_for_deep_networks(monkeypatch, bound):
         target = (exact_elbo(model, q_net, x) if bound == "elbo"
                   else exact_log_likelihood(model, x)).numpy()
     assert np.all(chunked.mean(0) < target + 4 * np.sqrt(chunked.var(0, ddof=1) / repeats))
+
+
+def draw_like_a_logistic_layer(q_net, x, num_samples, generator):
+    """h ~ Q(h | x) for one factorial layer as LogisticLayer draws it: [u < sigmoid(c)], with u
+    uniform of shape (S, B, H) from the generator in one block."""
+    layer = q_net.layers[0]
+    q_logits = F.linear(x - q_net.input_mean, layer.weight, layer.bias)
+    u = torch.rand((num_samples, *q_logits.shape), generator=generator, dtype=x.dtype)
+    return (u < torch.sigmoid(q_logits)).to(x.dtype)
+
+
+def reference_log_weights(model, q_net, x, h):
+    """log P(x | h) + log P(h) - log Q(h | x) for one latent layer, written out with
+    torch.distributions (its own Bernoulli log-density), shape (S, B)."""
+    layer = q_net.layers[0]
+    q_logits = F.linear(x - q_net.input_mean, layer.weight, layer.bias)
+    log_q = Bernoulli(logits=q_logits).log_prob(h).sum(-1)
+    log_prior = Bernoulli(logits=model.prior.bias).log_prob(h).sum(-1)
+    visible_logits = F.linear(h, model.visible.weight, model.visible.bias)
+    log_likelihood = Bernoulli(logits=visible_logits).log_prob(x).sum(-1)
+    return log_likelihood + log_prior - log_q
+
+
+@pytest.mark.parametrize("spec, inference, fast", [
+    ("sbn:4", "factorial", True), ("sbn:4", "autoregressive", False),
+    ("sbn:3-4", "factorial", False), ("fdarn:4", "factorial", False),
+    ("doc-sbn:4", "factorial", False)])
+def test_only_one_factorial_layer_takes_the_fast_path(spec, inference, fast):
+    model, q_net = ModelSpec.parse(spec, inference=inference).build(6)
+    assert FactorialLogWeights.applies(model, q_net) == fast
+
+
+@pytest.mark.parametrize("bound", ["elbo", "iw"])
+def test_fast_path_matches_the_plain_path_and_a_reference_on_the_same_samples(monkeypatch,
+                                                                              bound):
+    model, q_net, x = tiny_problem("sbn:6", num_features=8, batch_size=5, seed=8)
+    assert FactorialLogWeights.applies(model, q_net)
+    k, seed = 300, 9
+    with torch.no_grad():
+        h = draw_like_a_logistic_layer(q_net, x, k, torch.Generator().manual_seed(seed))
+        reference = reference_log_weights(model, q_net, x, h)
+        fast_weights = FactorialLogWeights(model, q_net, x, torch.Generator().manual_seed(seed))(k)
+        plain_weights = log_weights(model, q_net, x, k, torch.Generator().manual_seed(seed))
+    assert torch.allclose(fast_weights, reference, rtol=0, atol=1e-10)
+    assert torch.allclose(plain_weights, reference, rtol=0, atol=1e-10)
+    expected = (torch.logsumexp(reference, 0) - math.log(k) if bound == "iw"
+                else reference.mean(0))
+
+    def bound_with_seed():
+        return log_likelihood_bound(model, q_net, x, bound, k, torch.Generator().manual_seed(seed))
+
+    monkeypatch.setattr(evaluation, "_ELEMENTS_PER_CHUNK", 7 * 5 * 8)  # 7 samples a chunk
+    fast = bound_with_seed()
+    monkeypatch.setattr(FactorialLogWeights, "applies", classmethod(lambda cls, m, q: False))
+    plain = bound_with_seed()
+    assert torch.allclose(fast, expected, rtol=0, atol=1e-10)
+    assert torch.allclose(plain, expected, rtol=0, atol=1e-10)
+
+
+def test_fast_path_in_float32_is_as_accurate_as_the_plain_path():
+    """sbn:200 on 784 pixels with O(1) weights (logits in the tens, as a trained model's can be):
+    in float32 both paths stay within float rounding of the float64 value on the same samples."""
+    torch.manual_seed(10)
+    model, q_net = ModelSpec.parse("sbn:200", init_scale=1.0).build(784)
+    with torch.no_grad():
+        x, _ = model.sample((6,))
+        k, seed = 200, 11
+        h = draw_like_a_logistic_layer(q_net, x, k, torch.Generator().manual_seed(seed))
+        exact = reference_log_weights(copy.deepcopy(model).double(),
+                                      copy.deepcopy(q_net).double(), x.double(), h.double())
+        fast = FactorialLogWeights(model, q_net, x, torch.Generator().manual_seed(seed))(k)
+        plain = log_weights(model, q_net, x, k, torch.Generator().manual_seed(seed))
+    tolerance = 1e-6 * exact.abs().max().item()
+    assert (plain.double() - exact).abs().max() < tolerance
+    assert (fast.double() - exact).abs().max() < tolerance
+
+
+def test_data_shared_by_many_samples_scores_as_if_broadcast():
+    """LogisticLayer.log_prob projects a value shared across contexts once (c . W^T v + b . v)."""
+    torch.manual_seed(12)
+    layer = ModelSpec.parse("sbn:3", init_scale=1.0).build(5)[0].visible.double()
+    value = (torch.rand(4, 5) < 0.5).double()            # (B, D): the data
+    context = (torch.rand(7, 4, 3) < 0.5).double()       # (S, B, H): samples of the latents
+    broadcast = value.expand(7, 4, 5)
+    expected = bernoulli_log_prob(layer.logits(context, broadcast), broadcast)
+    assert torch.allclose(layer.log_prob(value, context), expected, rtol=0, atol=1e-12)
+    assert torch.allclose(layer.log_prob(broadcast, context), expected, rtol=0, atol=1e-12)
 
 
 def test_perplexity_is_exp_of_minus_mean_bound_per_word():
