@@ -7,9 +7,12 @@ Measured:
                 next minibatch, algorithm.step, one backward pass through the summed per-group
                 losses, one optimizer step per parameter group. Model, inference network, algorithm,
                 optimizers and data order come from bench.training.build and Trainer itself.
-    evaluation  the importance-sampled bound, log_likelihood_bound(..., 'iw', 5000), on sbn:200 with
-                784 pixels, on a few examples at a time; the time for the 10,000 MNIST test images
-                is projected from its examples/s.
+    evaluation  the importance-sampled bound with K=5000 on sbn:200 with 784 pixels, through
+                bench.evaluation.evaluate exactly as `python -m bench eval RUN --k 5000` calls it
+                (its own seeded stream, its batches), on a few examples per call; the time for the
+                10,000 MNIST test images is projected from its examples/s. The eval command scores
+                100 examples per call, but the bound's cost per example does not depend on that:
+                its chunks hold samples x examples rows (bench/evaluation.py).
     yardstick   the NVIL update for sbn:200 written in plain PyTorch (bench/perf/yardstick.py).
 
 Why ratios: absolute speed on a shared machine says as much about the other jobs as about the code.
@@ -45,7 +48,7 @@ import torch
 
 import algorithms
 import datasets
-from bench.evaluation import log_likelihood_bound, rows_as_tensor
+from bench.evaluation import evaluate, rows_as_tensor
 from bench.perf.yardstick import YardstickNVIL
 from bench.specs import RunSpec
 from bench.training import Trainer, build
@@ -195,20 +198,21 @@ def batched_update_benchmark(mix: str, model: str = "sbn:200", device: str = "cp
 
 def evaluation_benchmark(examples: int, device: str = "cpu",
                          data: datasets.Data | None = None) -> Benchmark:
-    """The importance-sampled bound with K=5000 on `examples` rows of MNIST's shape, sbn:200."""
+    """The importance-sampled bound with K=5000 on `examples` rows of MNIST's shape, sbn:200, as
+    the eval command computes it (bench.evaluation.evaluate)."""
     data = data if data is not None else random_data("binary")
     spec = RunSpec(model=EVALUATION_MODEL, dataset=DATASET_FOR_KIND["binary"], device=device)
     built = build(spec, data=data)
     model, inference = built.algorithm.model, built.algorithm.inference
-    x = rows_as_tensor(data.test[:examples], torch.float32, built.device)
-    generator = torch.Generator(device=built.device).manual_seed(spec.seed)
+    rows = data.test[:examples]
 
     def bound():
-        return log_likelihood_bound(model, inference, x, "iw", IW_SAMPLES, generator)
+        return evaluate(model, inference, rows, "iw", IW_SAMPLES, seed=spec.seed,
+                        device=built.device)
 
     return Benchmark(f"iw bound K={IW_SAMPLES} {EVALUATION_MODEL}", "evaluation", bound,
-                     x.shape[0], None, EVALUATION_MODEL,
-                     {"bound": "iw", "k": IW_SAMPLES, "examples_per_call": x.shape[0]})
+                     rows.shape[0], None, EVALUATION_MODEL,
+                     {"bound": "iw", "k": IW_SAMPLES, "examples_per_call": rows.shape[0]})
 
 
 def yardstick_benchmark(device: str = "cpu", data: datasets.Data | None = None) -> Benchmark:
