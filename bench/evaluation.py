@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -36,11 +37,14 @@ from models.exact import MAX_EXACT_LATENTS, exact_log_likelihood
 from models.layers import LogisticLayer, uniform_noise
 
 BOUNDS = ("elbo", "iw", "exact")
-# Samples x examples x units per chunk: (chunk, B, D) float32 activations of 8 MiB. Much larger
-# chunks run slower on CPU (beyond 32 MiB every temporary is a fresh mmap, paid in page faults, and
-# nothing stays in cache); much smaller ones pay per-chunk overhead (the generic path recomputes
-# the inference network's first layer for every chunk).
-_ELEMENTS_PER_CHUNK = 2 ** 21
+# Samples x examples x units per chunk of the sampled bounds: (chunk, B, D) activations near
+# 64 MiB. Deeper networks draw each chunk layer by layer, so this size is part of their random
+# stream: changing it changes their numbers (not their distribution).
+_ELEMENTS_PER_CHUNK = 2 ** 24
+# The same for the fast path, which draws the same stream whatever its chunks: 8 MiB of float32
+# logits, which run faster on CPU than 64 MiB (beyond 32 MiB every temporary is a fresh mmap, paid
+# in page faults, and little stays in cache); much smaller chunks pay per-chunk overhead.
+_FAST_ELEMENTS_PER_CHUNK = 2 ** 21
 
 
 def log_weights(model, inference, x: Tensor, num_samples: int, generator=None) -> Tensor:
@@ -57,7 +61,8 @@ class FactorialLogWeights:
     """log_weights for one factorial latent layer between a Bernoulli visible layer and a factorial
     Q (sbn:H with factorial inference), with every term that depends only on x computed once.
 
-    With c = Q's logits for x (B, H), p the prior's logits, a = W h + b the visible logits (S, B, D):
+    With c = Q's logits for x (B, H), p the prior's logits and a = W h + b the visible logits
+    (S, B, D):
         log Q(h | x) = h.c - sum softplus(c)
         log P(h)     = h.p - sum softplus(p)
         log P(x | h) = x.a - sum_j softplus(a_j) = h.(W^T x) + x.b - sum_j softplus(a_j)
@@ -98,13 +103,15 @@ def log_likelihood_bound(model, inference, x: Tensor, bound: str = "elbo", num_s
         return exact_log_likelihood(model, x)
     if num_samples < 1:
         raise UserError(f"the number of samples K must be at least 1, got {num_samples}")
-    width = max(x.shape[-1], *model.latent_sizes)
-    chunk = max(1, min(num_samples, _ELEMENTS_PER_CHUNK // max(1, x.shape[0] * width)))
+    # draw(n): the log-weights of n fresh samples per example, (n, B)
     if FactorialLogWeights.applies(model, inference):
         draw = FactorialLogWeights(model, inference, x, generator)
+        elements = _FAST_ELEMENTS_PER_CHUNK
     else:
-        def draw(n):
-            return log_weights(model, inference, x, n, generator)
+        draw = partial(log_weights, model, inference, x, generator=generator)
+        elements = _ELEMENTS_PER_CHUNK
+    width = max(x.shape[-1], *model.latent_sizes)
+    chunk = max(1, min(num_samples, elements // max(1, x.shape[0] * width)))
     if bound == "elbo":
         total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         for start in range(0, num_samples, chunk):

@@ -23,8 +23,13 @@ from torch.distributions import Bernoulli
 import bench.evaluation as evaluation
 from bench.check import tiny_problem
 from bench.errors import UserError
-from bench.evaluation import (BOUNDS, FactorialLogWeights, evaluate, log_likelihood_bound,
-                              log_weights)
+from bench.evaluation import (
+    BOUNDS,
+    FactorialLogWeights,
+    evaluate,
+    log_likelihood_bound,
+    log_weights,
+)
 from models import ModelSpec, bernoulli_log_prob, exact_elbo, exact_log_likelihood
 
 
@@ -123,9 +128,14 @@ def test_chunking_changes_no_number_for_single_layer_networks(monkeypatch, spec,
     rows = x.numpy()
     kwargs = dict(num_samples=37, batch_size=3, seed=5, dtype=torch.float64)
     whole = evaluate(model, q_net, rows, bound, **kwargs).per_example
-    monkeypatch.setattr(evaluation, "_ELEMENTS_PER_CHUNK", 1)  # one sample per chunk
+
+    def chunks_of(elements):  # for the generic path and the fast path (sbn:4, factorial) alike
+        monkeypatch.setattr(evaluation, "_ELEMENTS_PER_CHUNK", elements)
+        monkeypatch.setattr(evaluation, "_FAST_ELEMENTS_PER_CHUNK", elements)
+
+    chunks_of(1)  # one sample per chunk
     chunked = evaluate(model, q_net, rows, bound, **kwargs).per_example
-    monkeypatch.setattr(evaluation, "_ELEMENTS_PER_CHUNK", 4 * 5 * 3)  # 4 samples: 10 chunks
+    chunks_of(4 * 5 * 3)  # 4 samples: 10 chunks
     uneven = evaluate(model, q_net, rows, bound, **kwargs).per_example
     assert np.allclose(whole, chunked, atol=1e-10)
     assert np.allclose(whole, uneven, atol=1e-10)
@@ -204,7 +214,7 @@ def test_fast_path_matches_the_plain_path_and_a_reference_on_the_same_samples(mo
     def bound_with_seed():
         return log_likelihood_bound(model, q_net, x, bound, k, torch.Generator().manual_seed(seed))
 
-    monkeypatch.setattr(evaluation, "_ELEMENTS_PER_CHUNK", 7 * 5 * 8)  # 7 samples a chunk
+    monkeypatch.setattr(evaluation, "_FAST_ELEMENTS_PER_CHUNK", 7 * 5 * 8)  # 7 samples a chunk
     fast = bound_with_seed()
     monkeypatch.setattr(FactorialLogWeights, "applies", classmethod(lambda cls, m, q: False))
     plain = bound_with_seed()
