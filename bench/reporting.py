@@ -455,7 +455,14 @@ def table_latex(table: Table) -> str:
 # -- throughput ----------------------------------------------------------------------------------
 
 THROUGHPUT_FIELDS = ["suite", "budget", "algorithm", "model", "inference", "dataset", "runs",
-                     "updates_per_s", "examples_per_s", "device", "threads", "command"]
+                     "updates_per_s", "examples_per_s", "engine", "device", "threads", "command"]
+
+
+def engine_label(record: dict) -> str:
+    """'autograd', 'fused', or 'fused x16' for a run batched with 15 others."""
+    engine = record.get("config", {}).get("engine") or {"name": "autograd"}
+    batched = engine.get("runs_in_batch", 1)
+    return engine["name"] + (f" x{batched}" if batched > 1 else "")
 
 
 def throughput_rows(results: list[CellResult]) -> list[dict]:
@@ -475,6 +482,7 @@ def throughput_rows(results: list[CellResult]) -> list[dict]:
             "runs": len(records),
             "updates_per_s": statistics.fmean(r["throughput"]["updates_per_s"] for r in records),
             "examples_per_s": statistics.fmean(r["throughput"]["examples_per_s"] for r in records),
+            "engine": ", ".join(sorted({engine_label(r) for r in records})),
             "device": ", ".join(sorted({str(e.get("device", "?")) for e in environments})),
             "threads": ", ".join(sorted({str(e.get("threads", "?")) for e in environments})),
         })
@@ -485,7 +493,9 @@ def throughput_markdown(suite: Suite, rows: list[dict], header: list[str]) -> st
     parts = [f"# Throughput: {suite.title}", ""] + [f"- {line}" for line in header]
     parts += ["- Measured over training updates only (evaluation excluded); mean over the runs "
               "of each algorithm and model. Runs that shared the machine (--jobs) were slowed "
-              "by each other.", ""]
+              "by each other. A run batched with others (engine 'fused xN') reports its own "
+              "updates/s within the batched computation: the N runs together did N times as "
+              "many.", ""]
     if rows:
         parts.append(throughput_grid(rows))
     else:
@@ -497,9 +507,10 @@ def throughput_grid(rows: list[dict]) -> str:
     if not rows:
         return "(no throughput measurements)"
     headers = ["Algorithm", "Model", "Inference", "Dataset", "Runs", "Updates/s", "Examples/s",
-               "Device", "Threads"]
+               "Engine", "Device", "Threads"]
     body = [[r["algorithm"], r["model"], r["inference"], r["dataset"], str(r["runs"]),
-             f"{r['updates_per_s']:.1f}", f"{r['examples_per_s']:.0f}", r["device"], r["threads"]]
+             f"{r['updates_per_s']:.1f}", f"{r['examples_per_s']:.0f}", r.get("engine", ""),
+             r["device"], r["threads"]]
             for r in rows]
     return markdown_grid(headers, body)
 

@@ -18,5 +18,15 @@ def print_run_summary(record: dict, out_dir) -> None:
     if throughput["updates_per_s"]:
         print(f"  throughput: {throughput['updates_per_s']:.1f} updates/s, "
               f"{throughput['examples_per_s']:.0f} examples/s on {record['environment']['device']}, "
-              f"optimizer {spec['optimizer']}")
+              f"optimizer {spec['optimizer']}, {_engine_words(record)}")
     print(f"  record: {out_dir}/record.json")
+
+
+def _engine_words(record: dict) -> str:
+    engine = record["config"].get("engine")  # records before the fused engine have none
+    if engine is None:
+        return "autograd engine"
+    words = f"{engine['name']} engine"
+    if engine.get("runs_in_batch", 1) > 1:
+        words += f", one of {engine['runs_in_batch']} runs batched together"
+    return words
