@@ -138,7 +138,7 @@ def test_eval_adds_an_importance_sampled_bound_without_retraining(tmp_path):
     spec = RunSpec(updates=120, **SMALL)
     train_run(spec, tmp_path, progress=False)
     before = read_record(tmp_path)
-    result = bench("eval", str(tmp_path), "--k", "200")
+    result = bench("eval", str(tmp_path), "--k", "200", "--threads", "1")
     assert result.returncode == 0, result.stderr
     after = read_record(tmp_path)
     iw = [m for m in after["metrics"] if m["bound"] == "iw"]
@@ -182,3 +182,9 @@ def test_an_existing_run_with_another_configuration_is_not_overwritten(tmp_path)
     assert result.returncode == 2
     assert "different configuration" in result.stderr
     assert (tmp_path / CHECKPOINT).read_bytes() == checkpoint
+
+
+def test_eval_rejects_a_thread_count_below_one(tmp_path):
+    result = bench("eval", str(tmp_path), "--threads", "0")
+    assert result.returncode == 2
+    assert "--threads must be at least 1" in result.stderr and "Traceback" not in result.stderr
