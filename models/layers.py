@@ -119,15 +119,17 @@ class LogisticLayer(nn.Module):
             if not self.autoregressive:
                 return (noise < torch.sigmoid(base)).to(base.dtype)
             # Ancestral sampling within the layer: unit j's logit collects U_jk h_k for k < j as
-            # the units are drawn, one column of U per unit.
-            weight = self.masked_autoregressive_weight()
-            running = base.clone()
+            # the units are drawn: after drawing unit j, the logits get h_j times column j of U
+            # (zero for the units up to j), added in place.
+            columns = self.masked_autoregressive_weight().t().contiguous()  # row j = column j of U
+            running = base.reshape(-1, self.size).clone()
+            uniform = noise.reshape(-1, self.size)
             units = []
             for j in range(self.size):
-                unit = (noise[..., j] < torch.sigmoid(running[..., j])).to(base.dtype)
+                unit = (uniform[:, j] < torch.sigmoid(running[:, j])).to(base.dtype)
                 units.append(unit)
-                running = running + unit.unsqueeze(-1) * weight[:, j]
-            return torch.stack(units, -1)
+                running.addcmul_(unit.unsqueeze(-1), columns[j])
+            return torch.stack(units, -1).reshape(base.shape)
 
     def extra_repr(self) -> str:
         return f"size={self.size}, context_size={self.context_size}, autoregressive={self.autoregressive}"
