@@ -40,12 +40,11 @@ Shapes (R runs, B examples, D pixels, H_l units of latent layer l, bottom-up as 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from algorithms.nvil import NVIL
 from algorithms.wake_sleep import WakeSleep
-from models.layers import LogisticLayer
+from models.layers import LogisticLayer, bernoulli_log_prob
 from models.networks import BeliefNet, InferenceNet
 
 
@@ -108,14 +107,20 @@ def _bernoulli(logits: Tensor, value: Tensor, probability: Tensor | None = None
     """log p(value) summed over units (R, B), and the score value - sigmoid(logits) (R, B, H)."""
     if probability is None:
         probability = torch.sigmoid(logits)
-    log_prob = (value * logits).sum(-1) - F.softplus(logits).sum(-1)
-    return log_prob, value - probability
+    return bernoulli_log_prob(logits, value), value - probability
+
+
+def _draw(logits: Tensor, noise: Tensor, probability: Tensor | None = None) -> Tensor:
+    """value = [u < sigmoid(a)], as LogisticLayer samples."""
+    if probability is None:
+        probability = torch.sigmoid(logits)
+    return (noise < probability).to(logits.dtype)
 
 
 def _sample(logits: Tensor, noise: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """value = [u < sigmoid(a)] as in LogisticLayer, with its log-probability and score."""
+    """A sample with its log-probability and score, from one sigmoid of the logits."""
     probability = torch.sigmoid(logits)
-    value = (noise < probability).to(logits.dtype)
+    value = _draw(logits, noise, probability)
     return (value, *_bernoulli(logits, value, probability))
 
 
@@ -192,7 +197,6 @@ class FusedSGD:
                 self.baselines.append((hidden_w, hidden_b, out_w, out_b))
             self.baseline_rate = per_run([learning_rates[r]["baseline"]
                                           for r in range(self.num_idb)])
-        self._everyone = torch.ones(self.num_runs, dtype=torch.bool, device=reference.device)
 
     # -- random numbers ----------------------------------------------------------------------
     def _noise(self, x: Tensor, generators, active: list[bool]) -> tuple[list[Tensor], list[Tensor]]:
@@ -351,15 +355,13 @@ class FusedSGD:
         """Fantasies (x', h') ~ P of the wake-sleep runs and the scores of Q(h' | x') per layer."""
         depth = len(self.latent_sizes)
         prior = self.prior_bias[runs].unsqueeze(1)
-        value = (noise[0] < torch.sigmoid(prior)).to(x.dtype)
-        fantasy = [value]
+        fantasy = [_draw(prior, noise[0])]
         for i in reversed(range(depth - 1)):
             weight, bias = self.conditionals[i]
             logits = _logits(weight[runs], bias[runs], fantasy[0])
-            fantasy.insert(0, (noise[depth - 1 - i] < torch.sigmoid(logits)).to(x.dtype))
+            fantasy.insert(0, _draw(logits, noise[depth - 1 - i]))
         weight, bias = self.visible
-        fantasy_x = (noise[-1] < torch.sigmoid(_logits(weight[runs], bias[runs], fantasy[0]))
-                     ).to(x.dtype)
+        fantasy_x = _draw(_logits(weight[runs], bias[runs], fantasy[0]), noise[-1])
         scores, contexts = [], []
         context = fantasy_x - self.input_mean[runs]
         for layer, (weight, bias) in enumerate(self.inference):

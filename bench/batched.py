@@ -75,10 +75,10 @@ def train_runs_together(specs: list[RunSpec], out_dirs: list[Path], data=None, d
     fused = [i for i, trainer in enumerate(trainers) if trainer.engine == "fused"]
     records: dict[int, dict] = {}
     for index, trainer in enumerate(trainers):
-        if trainer.engine != "fused":  # a run alone, with its own engine
-            lone = Trainer(trainer.built, trainer.out_dir, progress=progress)
-            lone.train()
-            records[index] = finish_run(lone, code, started)
+        if trainer.engine != "fused":  # a run alone, with autograd (it has no engine to share)
+            trainer.progress = progress
+            trainer.train()
+            records[index] = finish_run(trainer, code, started)
     for group in compatible_groups([trainers[i].algorithm for i in fused], max_runs):
         members = [fused[i] for i in group]
         _train_group([trainers[i] for i in members], progress, log)

@@ -134,9 +134,10 @@ def training_spec(algorithm: str, model: str, device: str = "cpu", seed: int = 0
                    batch_size=BATCH_SIZE, device=device, seed=seed)
 
 
-def trainer_for(spec: RunSpec, data: datasets.Data) -> Trainer:
+def trainer_for(spec: RunSpec, data: datasets.Data, own_engine: bool = True) -> Trainer:
     # Trainer.__init__ only remembers its output directory; nothing is written unless train() runs.
-    return Trainer(build(spec, data=data), out_dir=Path("unused-by-benchmarks"), progress=False)
+    return Trainer(build(spec, data=data), out_dir=Path("unused-by-benchmarks"), progress=False,
+                   own_engine=own_engine)
 
 
 def update_benchmark(algorithm: str, model: str, device: str = "cpu",
@@ -184,11 +185,9 @@ def batched_update_benchmark(mix: str, model: str = "sbn:200", device: str = "cp
     from bench.batched import RunGroup
 
     data = data if data is not None else random_data(data_kind(model))
-    trainers = [trainer_for(training_spec(name, model, device, seed), data)
+    trainers = [trainer_for(training_spec(name, model, device, seed), data, own_engine=False)
                 for seed, name in enumerate(BATCHED_MIXES[mix])]
     trainers.sort(key=lambda t: run_order_key(t.algorithm))
-    for trainer in trainers:
-        trainer.fused = None  # the group's engine takes over (stacks their parameters anew)
     group = RunGroup(trainers)
     return Benchmark(f"update {len(trainers)} runs batched: {mix} {model}", "update",
                      GroupUpdate(group), BATCH_SIZE * len(trainers), mix, model,
