@@ -45,9 +45,12 @@ def test_quick_run_reports_every_algorithm_and_model_against_the_yardstick(tmp_p
     assert updates[("nvil", "fdarn:200")]["engine"] == "autograd"
     (readable,) = [e for e in payload["benchmarks"] if "engine=autograd" in e["name"]]
     assert readable["engine"] == "autograd" and readable["model"] == "sbn:200"
-    batched = [e for e in payload["benchmarks"] if "runs" in e]
+    batched = [e for e in payload["benchmarks"] if e["kind"] == "update" and "runs" in e]
     assert {e["algorithm"] for e in batched} == set(benchmarks.BATCHED_MIXES)
     assert all(e["runs"] == 16 for e in batched)
+    ceilings = [e for e in payload["benchmarks"] if e["kind"] == "ceiling"]
+    assert sorted(e["runs"] for e in ceilings) == [1, 16]
+    assert all(e["model"] == "sbn:200" and e["algorithm"] == "nvil" for e in ceilings)
     (evaluation,) = [e for e in payload["benchmarks"] if e["kind"] == "evaluation"]
     assert evaluation["k"] == 5000 and evaluation["model"] == "sbn:200"
     assert evaluation["updates_per_s"] is None
@@ -117,3 +120,24 @@ def test_measured_update_is_the_trainers_update(algorithm, model, tmp_path):
     assert (measured_trainer.state.epoch, measured_trainer.state.position) == \
         (trained.state.epoch, trained.state.position)
     assert not (Path.cwd() / "unused-by-benchmarks").exists()
+
+
+def test_the_ceiling_does_the_updates_products_and_changes_no_parameter():
+    """The ceiling benchmark calls the fused engine's forward products and its three weight
+    updates at a rate too small to change float32 weights: repeated calls measure the same work
+    on the same parameters."""
+    data = benchmarks.random_data("binary", rows=200)
+    ceiling = benchmarks.matrix_products_benchmark(2, data=data)
+    products = ceiling.step
+    before = [t.clone() for t in (products.engine.visible[0], products.engine.inference[0][0],
+                                  products.engine.baselines[0][0])]
+    for _ in range(3):
+        ceiling.step()
+    after = (products.engine.visible[0], products.engine.inference[0][0],
+             products.engine.baselines[0][0])
+    assert all(torch.equal(b, a) for b, a in zip(before, after, strict=True))
+    assert ceiling.examples_per_call == 2 * benchmarks.BATCH_SIZE
+    # The same products with a rate of 1 do change every weight matrix: the updates are real.
+    products.RATE = 1.0
+    ceiling.step()
+    assert not any(torch.equal(b, a) for b, a in zip(before, after, strict=True))

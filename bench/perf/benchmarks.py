@@ -13,6 +13,8 @@ Measured:
                 10,000 MNIST test images is projected from its examples/s. The eval command scores
                 100 examples per call, but the bound's cost per example does not depend on that:
                 its chunks hold samples x examples rows (bench/evaluation.py).
+    ceiling     the matrix products alone of the fused NVIL update of sbn:200, for 1 and for 16 runs
+                (MatrixProducts): the most any update doing those products could reach.
     yardstick   the NVIL update for sbn:200 written in plain PyTorch (bench/perf/yardstick.py).
 
 Why ratios: absolute speed on a shared machine says as much about the other jobs as about the code.
@@ -106,7 +108,7 @@ class Benchmark:
     """A callable doing one unit of work (one update, or one bound on `examples_per_call` rows)."""
 
     name: str
-    kind: str                  # 'update', 'evaluation' or 'yardstick'
+    kind: str                  # 'update', 'evaluation', 'ceiling' or 'yardstick'
     step: Callable[[], object]
     examples_per_call: int
     algorithm: str | None = None
@@ -195,6 +197,63 @@ def batched_update_benchmark(mix: str, model: str = "sbn:200", device: str = "cp
                       "algorithms": sorted(set(BATCHED_MIXES[mix]))})
 
 
+class MatrixProducts:
+    """Only the seven matrix products of one fused NVIL update of sbn:200 (input-dependent baseline,
+    the default preset) for every run of `engine`, with the engine's own stacks, layouts and
+    calls: four forward products (inference network, decoder, the baseline's two layers) and the
+    three weight updates of size (C, H). Nothing else of the update runs. Its ratio to the
+    yardstick is therefore a ceiling: the most any engine doing these products this way could
+    reach if everything else took no time."""
+
+    # Small enough that the updates leave the weights unchanged in float32, and not zero, so that
+    # no library can skip the product.
+    RATE = 1e-30
+
+    def __init__(self, engine, x: torch.Tensor):
+        generator = torch.Generator(device=x.device).manual_seed(0)
+        self.engine = engine
+        self.context = x - engine.input_mean                       # (R, B, D)
+        runs, batch = x.shape[:2]
+        hidden_units = engine.baselines[0][0].shape[-1]
+
+        def random(*shape):
+            return torch.rand(shape, generator=generator, dtype=x.dtype, device=x.device)
+
+        self.h = (random(runs, batch, engine.latent_sizes[0]) < 0.5).to(x.dtype)
+        self.visible_delta = random(runs, batch, x.shape[-1])
+        self.inference_delta = random(runs, batch, engine.latent_sizes[0])
+        self.hidden_delta = random(runs, batch, hidden_units)
+
+    def __call__(self) -> None:
+        from algorithms.fused import _logits
+
+        engine = self.engine
+        hidden_w, hidden_b, out_w, out_b = engine.baselines[0]
+        _logits(*engine.inference[0], self.context)
+        _logits(*engine.visible, self.h)
+        _logits(out_w, out_b, _logits(hidden_w, hidden_b, self.context))
+        for weight_t, context, delta in ((engine.visible[0], self.h, self.visible_delta),
+                                         (engine.inference[0][0], self.context, self.inference_delta),
+                                         (hidden_w, self.context, self.hidden_delta)):
+            weight_t.baddbmm_(context.transpose(1, 2), delta, alpha=self.RATE)
+
+
+def matrix_products_benchmark(runs: int, device: str = "cpu",
+                              data: datasets.Data | None = None) -> Benchmark:
+    """The ceiling for `runs` NVIL runs of sbn:200 at minibatch 20 (MatrixProducts)."""
+    from algorithms.fused import FusedSGD
+
+    data = data if data is not None else random_data("binary")
+    trainers = [trainer_for(training_spec("nvil", "sbn:200", device, seed), data, own_engine=False)
+                for seed in range(runs)]
+    engine = FusedSGD([t.algorithm for t in trainers], [t.learning_rates for t in trainers])
+    x = torch.stack([t._next_batch() for t in trainers])
+    label = "1 run" if runs == 1 else f"{runs} runs"
+    return Benchmark(f"ceiling: matrix products only, {label} nvil sbn:200", "ceiling",
+                     MatrixProducts(engine, x), BATCH_SIZE * runs, "nvil", "sbn:200",
+                     {"batch_size": BATCH_SIZE, "runs": runs, "engine": "fused"})
+
+
 def evaluation_benchmark(examples: int, device: str = "cpu",
                          data: datasets.Data | None = None) -> Benchmark:
     """The importance-sampled bound with K=5000 on `examples` rows of MNIST's shape, sbn:200, as
@@ -249,6 +308,9 @@ def all_benchmarks(device: str = "cpu", evaluation_examples: int = 5) -> list[Be
     found.append(update_benchmark("nvil", "sbn:200", device, data["binary"], engine="autograd"))
     found += [batched_update_benchmark(mix, "sbn:200", device, data["binary"])
               for mix in BATCHED_MIXES]
+    # What the matrix products alone allow, for one run and for a batch of runs.
+    found += [matrix_products_benchmark(runs, device, data["binary"])
+              for runs in (1, BATCHED_RUNS)]
     found.append(evaluation_benchmark(evaluation_examples, device, data["binary"]))
     return found
 

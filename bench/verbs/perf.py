@@ -67,7 +67,9 @@ def add_parser(subparsers) -> None:
         "perf", help="throughput of every algorithm, as ratios to a plain-PyTorch NVIL yardstick",
         description="Measure updates/s and examples/s of one training update of every registered "
                     "algorithm on sbn:200, sbn:200-200-200, fdarn:200 and doc-sbn:50 at minibatch "
-                    "20, and of the iw bound with K=5000 on sbn:200, each as a ratio to the "
+                    "20, of 16 runs batched, of the matrix products alone of an NVIL update (the "
+                    "ceiling for 1 and 16 runs), and of the iw bound with K=5000 on sbn:200, each "
+                    "as a ratio to the "
                     "plain-PyTorch NVIL update for sbn:200 measured in the same run (interleaved, "
                     "medians of repeats). Random data of MNIST's and 20 Newsgroups' shapes.")
     parser.__class__ = OneLineErrorParser  # bad options: one line and exit status 2, see above
