@@ -120,16 +120,21 @@ class LogisticLayer(nn.Module):
                 return (noise < torch.sigmoid(base)).to(base.dtype)
             # Ancestral sampling within the layer: unit j's logit collects U_jk h_k for k < j as
             # the units are drawn: after drawing unit j, the logits get h_j times column j of U
-            # (zero for the units up to j), added in place.
+            # (zero for the units up to j), added in place. The loop runs once per unit, so each
+            # step is kept to three operations writing into preallocated tensors (the sleep
+            # phase of wake-sleep on fDARN spends most of its update here).
             columns = self.masked_autoregressive_weight().t().contiguous()  # row j = column j of U
             running = base.reshape(-1, self.size).clone()
-            uniform = noise.reshape(-1, self.size)
-            units = []
+            values = torch.empty_like(running)
+            probability = running.new_empty(running.shape[0])
+            # Row j of a transpose is unit j's column (a view).
+            running_units, uniform_units, value_units = (
+                running.t(), noise.reshape(-1, self.size).t(), values.t())
             for j in range(self.size):
-                unit = (uniform[:, j] < torch.sigmoid(running[:, j])).to(base.dtype)
-                units.append(unit)
-                running.addcmul_(unit.unsqueeze(-1), columns[j])
-            return torch.stack(units, -1).reshape(base.shape)
+                torch.lt(uniform_units[j], torch.sigmoid(running_units[j], out=probability),
+                         out=value_units[j])
+                running.addr_(value_units[j], columns[j])
+            return values.reshape(base.shape)
 
     def extra_repr(self) -> str:
         return f"size={self.size}, context_size={self.context_size}, autoregressive={self.autoregressive}"

@@ -233,6 +233,23 @@ def test_sampling_with_explicit_noise_is_deterministic_inverse_cdf():
     assert torch.equal(sample, torch.tensor([[1.0, 1, 1], [0, 0, 0]], dtype=torch.float64))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_autoregressive_sample_is_each_units_inverse_cdf_given_the_units_before_it(dtype):
+    # Ancestral sampling: unit j = [u_j < sigmoid(a_j)], a_j computed from the context and the
+    # sampled units before j. Checked against the teacher-forced logits of the returned sample,
+    # for a batch of samples and contexts (S, B, C) with shared context (B, C).
+    torch.manual_seed(5)
+    layer = LogisticLayer(7, 3, autoregressive=True, init_scale=1.5).to(dtype)
+    context = torch.randn(4, 3, dtype=dtype)
+    noise = torch.rand(6, 4, 7, dtype=dtype, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        value = layer.sample(context, (6, 4), noise=noise)
+        logits = layer.logits(context.expand(6, 4, 3), value)
+    assert value.dtype == dtype and value.shape == (6, 4, 7)
+    assert torch.equal(value, (noise < torch.sigmoid(logits)).to(dtype))
+    assert 0 < value.mean() < 1
+
+
 # --------------------------------------------------------------------------------------------
 # autoregressive mask
 
