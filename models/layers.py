@@ -47,7 +47,7 @@ class LogisticLayer(nn.Module):
     """
 
     def __init__(self, size: int, context_size: int = 0, autoregressive: bool = False,
-                 init_scale: float = 0.01):
+                 init_scale: float = 0.01, autoregressive_init_scale: float | None = None):
         super().__init__()
         self.size = size
         self.context_size = context_size
@@ -56,7 +56,11 @@ class LogisticLayer(nn.Module):
         self.weight = (nn.Parameter(torch.randn(size, context_size) * init_scale)
                        if context_size else None)
         if autoregressive:
-            self.autoregressive_weight = nn.Parameter(torch.randn(size, size) * init_scale)
+            # U's own scale (default: init_scale); 0 starts the layer as the factorial one and
+            # draws no random numbers for U.
+            scale = init_scale if autoregressive_init_scale is None else autoregressive_init_scale
+            self.autoregressive_weight = nn.Parameter(
+                torch.randn(size, size) * scale if scale else torch.zeros(size, size))
             # Unit j sees only units before it: the mask keeps U strictly lower triangular.
             self.register_buffer("autoregressive_mask", torch.tril(torch.ones(size, size), -1),
                                  persistent=False)

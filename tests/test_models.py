@@ -136,6 +136,23 @@ def test_fdarn_prior_matches_manual_autoregressive_product():
         assert prior.log_prob(torch.tensor(h)).item() == pytest.approx(manual, abs=1e-10)
 
 
+@pytest.mark.parametrize("spec", ["sbn:4-3", "fdarn:4"])
+def test_autoregressive_inference_starts_as_the_factorial_one(spec):
+    # U starts at zero and draws no random numbers, so the same seed gives the same W and b, and
+    # Q(h | x) equal to the factorial Q's for every h (Table 2's pairs start from one Q).
+    x = (torch.rand(6, 5, generator=torch.Generator().manual_seed(0)) < 0.5).float()
+    nets = {}
+    for inference in ("factorial", "autoregressive"):
+        torch.manual_seed(3)
+        nets[inference] = ModelSpec.parse(spec, inference=inference, init_scale=0.5).build(5)[1]
+    for layer in nets["autoregressive"].layers:
+        assert layer.autoregressive and torch.count_nonzero(layer.autoregressive_weight) == 0
+    h = [(torch.rand(6, size, generator=torch.Generator().manual_seed(1)) < 0.5).float()
+         for size in nets["factorial"].latent_sizes]
+    with torch.no_grad():
+        assert torch.equal(nets["autoregressive"].log_prob(x, h), nets["factorial"].log_prob(x, h))
+
+
 def test_inference_log_prob_matches_manual_eq11_with_centring():
     spec = ModelSpec.parse("sbn:2-3", inference="autoregressive", init_scale=1.0)
     mean = torch.tensor([0.1, 0.5, 0.9, 0.3])
