@@ -430,7 +430,19 @@ def test_nvil_exact_expected_update_is_a_positive_multiple_of_the_gradient(prese
     (through NVIL.step itself) against the exact gradient. With smoothing α and the running
     statistics at (c, v) before the step, the constant baseline scales the update by
     1 - (1 - α)/n exactly; no other preset may rescale or turn it."""
-    model, q_net, x = tiny_problem("sbn:1-2", num_features=4, batch_size=2, seed=0)
+    check_nvil_expected_update(preset, smoothing, "sbn:1-2", "factorial")
+
+
+@pytest.mark.parametrize("preset", ["none", "", "idb"])
+@pytest.mark.parametrize("spec", ["sbn:3", "sbn:2-3"])
+def test_nvil_exact_expected_update_with_autoregressive_inference(spec, preset):
+    """The same with autoregressive inference networks (Table 2), whose within-layer weights U
+    get their gradient through the teacher-forced log Q of every sample."""
+    check_nvil_expected_update(preset, "0.8", spec, "autoregressive")
+
+
+def check_nvil_expected_update(preset: str, smoothing: str, spec: str, inference: str) -> None:
+    model, q_net, x = tiny_problem(spec, num_features=4, batch_size=2, seed=0, inference=inference)
     method = build(f"nvil:{preset}" if preset else "nvil", model, q_net,
                    {"smoothing": smoothing}).double()
     if method.baselines is not None:
@@ -453,13 +465,17 @@ def test_nvil_exact_expected_update_is_a_positive_multiple_of_the_gradient(prese
     for e, t in zip(expected["model"], exact["model"], strict=True):
         assert torch.allclose(e, t, atol=1e-12)  # Eq. 5, scale 1
     options = method.options
-    for e, t in zip(expected["inference"], exact["inference"], strict=True):
+    name_of = {id(p): name for name, p in method.named_parameters()}
+    names = [name_of[id(p)] for p in groups["inference"]]
+    if inference == "autoregressive":
+        assert sum("autoregressive_weight" in name for name in names) == len(q_net.layers)
+    for name, e, t in zip(names, expected["inference"], exact["inference"], strict=True):
         k = ((e * t).sum() / (t * t).sum()).item()
-        assert k > 0
+        assert k > 0, name
         if not options.variance_normalisation:
             alpha = float(smoothing)
             assert k == pytest.approx(1 - (1 - alpha) / 2 if options.constant_baseline else 1.0)
-        assert ((e - k * t).norm() / t.norm()).item() < 1e-9
+        assert ((e - k * t).norm() / t.norm()).item() < 1e-9, name
 
 
 def test_wake_sleep_exact_expected_update():
