@@ -124,20 +124,12 @@ def _sample(logits: Tensor, noise: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return (value, *_bernoulli(logits, value, probability))
 
 
-def _ascend(weight_t: Tensor | None, bias: Tensor, delta: Tensor, context: Tensor | None,
-            rate: float = 1.0) -> None:
-    """W += rate delta^T context (as W^T += rate context^T delta), b += rate sum_i delta_i, for
-    every run; delta carries the per-example weights (and the learning rate where runs differ)."""
+def _ascend(weight_t: Tensor | None, bias: Tensor, delta: Tensor, context: Tensor | None) -> None:
+    """W += delta^T context (as W^T += context^T delta), b += sum_i delta_i, for every run; delta
+    already carries the learning rate and the per-example weights."""
     if weight_t is not None:
-        weight_t.baddbmm_(context.transpose(1, 2), delta, alpha=rate)
-    bias.add_(delta.sum(1), alpha=rate)
-
-
-def _total(terms) -> Tensor:
-    total = terms[0]
-    for term in terms[1:]:
-        total = total + term
-    return total
+        weight_t.baddbmm_(context.transpose(1, 2), delta)
+    bias.add_(delta.sum(1))
 
 
 class FusedSGD:
@@ -179,10 +171,8 @@ class FusedSGD:
         self.inference = [_layer_stacks([a.inference.layers[i] for a in algorithms])
                           for i in range(len(self.latent_sizes))]
         self.input_mean = torch.stack([a.inference.input_mean for a in algorithms]).unsqueeze(1)
-        # Learning rates per group, as Python numbers per run; see _rate.
-        self.rates = {group: [rates.get(group, 0.0) for rates in learning_rates]
-                      for group in ("model", "inference", "baseline")}
-        self._rate_columns = {}
+        self.model_rate = per_run([rates["model"] for rates in learning_rates])
+        self.inference_rate = per_run([rates["inference"] for rates in learning_rates])
         # NVIL: running statistics (views, so checkpoints see them), options as per-run columns.
         if self.num_nvil:
             self.signal_mean = _stack_into_views([a.signal_mean for a in nvil_runs])
@@ -205,20 +195,8 @@ class FusedSGD:
                 out_w = _stack_into_views([n[2].weight for n in nets], transpose=True)  # (R, hidden, 1)
                 out_b = _stack_into_views([n[2].bias for n in nets])     # (R_idb, 1)
                 self.baselines.append((hidden_w, hidden_b, out_w, out_b))
-
-    def _rate(self, group: str, runs: slice) -> tuple[float, Tensor | None]:
-        """The learning rate of `group` for the runs in `runs`, as (alpha, column): when they share
-        it (one run, seeds, one algorithm) it is a number that rides on the products as their alpha,
-        and column is None; otherwise alpha is 1 and column (R, 1, 1) multiplies the deltas."""
-        values = self.rates[group][runs]
-        if len(set(values)) == 1:
-            return values[0], None
-        key = (group, runs.start, runs.stop)
-        if key not in self._rate_columns:
-            reference = self.prior_bias
-            self._rate_columns[key] = torch.tensor(values, dtype=reference.dtype,
-                                                   device=reference.device).view(-1, 1, 1)
-        return 1.0, self._rate_columns[key]
+            self.baseline_rate = per_run([learning_rates[r]["baseline"]
+                                          for r in range(self.num_idb)])
 
     # -- random numbers ----------------------------------------------------------------------
     def _noise(self, x: Tensor, generators, active: list[bool]) -> tuple[list[Tensor], list[Tensor]]:
@@ -273,7 +251,7 @@ class FusedSGD:
               for i, (weight, bias) in enumerate(self.conditionals)),
             _bernoulli(self.prior_bias.unsqueeze(1), h[-1]), strict=True)  # (R, 1, H) logits
 
-        log_weight = _total(log_p) - _total(log_q)    # (R, B)
+        log_weight = torch.stack(log_p).sum(0) - torch.stack(log_q).sum(0)    # (R, B)
         bound = log_weight.mean(-1)
         # A run is updated if it is active and its bound is finite. Usually all are: then no
         # masking at all; otherwise where(), since 0 * NaN is NaN.
@@ -281,14 +259,10 @@ class FusedSGD:
         if not (all(active) and bool(torch.isfinite(bound).all())):
             ok = torch.isfinite(bound) & torch.tensor(active, device=x.device)
 
-        def scaled(delta: Tensor, group: str, runs: slice = slice(None)) -> tuple[Tensor, float]:
-            """delta masked to the runs being updated, and the rate to apply it with."""
-            alpha, column = self._rate(group, runs)
-            if column is not None:
-                delta = delta * column
-            if ok is not None:
-                delta = torch.where(ok[runs].view(-1, 1, 1), delta, 0.0)
-            return delta, alpha
+        def scaled(delta: Tensor, rate: Tensor, runs: slice = slice(None)) -> Tensor:
+            if ok is None:
+                return delta * rate
+            return torch.where(ok[runs].view(-1, 1, 1), delta * rate, 0.0)
 
         # Everything below reads the parameters before any of them changes; updates come last.
         nvil = slice(0, self.num_nvil)
@@ -306,32 +280,26 @@ class FusedSGD:
             sleep_scores, sleep_contexts = self._sleep(x, sleep, sleep_noise)
 
         # Apply. The model ascends log P(x, h) on the wake samples (both algorithms).
-        delta, rate = scaled(p_score[0], "model")
-        _ascend(*self.visible, delta, h[0], rate)
+        _ascend(*self.visible, scaled(p_score[0], self.model_rate), h[0])
         for i, (weight, bias) in enumerate(self.conditionals):
-            delta, rate = scaled(p_score[i + 1], "model")
-            _ascend(weight, bias, delta, h[i + 1], rate)
-        delta, rate = scaled(p_score[-1], "model")
-        self.prior_bias.add_(delta.sum(1), alpha=rate)
+            _ascend(weight, bias, scaled(p_score[i + 1], self.model_rate), h[i + 1])
+        self.prior_bias.add_(scaled(p_score[-1], self.model_rate).sum(1))
         # Q: NVIL runs follow their normalised signals, wake-sleep runs their fantasies.
         for layer, (weight, bias) in enumerate(self.inference):
             if self.num_nvil:
                 signal = normalised[:, layer if self.local_signals else 0].unsqueeze(-1)
-                delta, rate = scaled(signal * q_score[layer][nvil], "inference", nvil)
-                _ascend(weight[nvil], bias[nvil], delta, contexts[layer][nvil], rate)
+                delta = scaled(signal * q_score[layer][nvil], self.inference_rate[nvil], nvil)
+                _ascend(weight[nvil], bias[nvil], delta, contexts[layer][nvil])
             if self.num_nvil < self.num_runs:
-                delta, rate = scaled(sleep_scores[layer], "inference", sleep)
-                _ascend(weight[sleep], bias[sleep], delta, sleep_contexts[layer], rate)
+                delta = scaled(sleep_scores[layer], self.inference_rate[sleep], sleep)
+                _ascend(weight[sleep], bias[sleep], delta, sleep_contexts[layer])
         # Baselines: ψ ascends sum_i s_i C(context_i).
-        if self.num_idb:
-            rate = self._rate("baseline", slice(0, self.num_idb))[0]
-            for (hidden_w, hidden_b, out_w, out_b), (hidden_delta, context, out_w_delta,
-                                                     out_b_delta) in zip(self.baselines,
-                                                                         baseline_updates,
-                                                                         strict=True):
-                _ascend(hidden_w, hidden_b, hidden_delta, context, rate)
-                out_w.add_(out_w_delta.transpose(1, 2), alpha=rate)
-                out_b.add_(out_b_delta, alpha=rate)
+        for (hidden_w, hidden_b, out_w, out_b), (hidden_delta, context, out_w_delta, out_b_delta) \
+                in zip(self.baselines if self.num_idb else [], baseline_updates if self.num_idb
+                       else [], strict=True):
+            _ascend(hidden_w, hidden_b, hidden_delta, context)
+            out_w.add_(out_w_delta.transpose(1, 2))
+            out_b.add_(out_b_delta)
         return bound
 
     # -- NVIL --------------------------------------------------------------------------------
@@ -374,10 +342,7 @@ class FusedSGD:
         updates = []
         for j, ((context, hidden, _), (_, _, out_w, _)) in enumerate(
                 zip(baseline_values, self.baselines, strict=True)):
-            weighted = normalised[:self.num_idb, j].unsqueeze(-1)  # (R_idb, B, 1)
-            column = self._rate("baseline", runs)[1]  # None: the shared rate is applied later
-            if column is not None:
-                weighted = weighted * column
+            weighted = normalised[:self.num_idb, j].unsqueeze(-1) * self.baseline_rate  # (R_idb, B, 1)
             if ok is not None:
                 weighted = torch.where(ok[runs].view(-1, 1, 1), weighted, 0.0)
             hidden_delta = weighted * out_w.transpose(1, 2) * (1 - hidden * hidden)  # (R, B, hidden)
