@@ -34,7 +34,7 @@ from torch import Tensor
 
 from bench.errors import UserError
 from models.exact import MAX_EXACT_LATENTS, exact_log_likelihood
-from models.layers import LogisticLayer
+from models.layers import LogisticLayer, uniform_noise
 
 BOUNDS = ("elbo", "iw", "exact")
 # Samples x examples x units per chunk of the sampled bounds: (chunk, B, D) activations near
@@ -86,29 +86,13 @@ class FactorialLogWeights:
                          + F.softplus(q_logits).sum(-1))
         self.weight, self.bias = visible.weight, visible.bias
         self.generator = generator
-        self._buffers = {}
-
-    def _buffer(self, name: str, shape) -> Tensor:
-        """A reused buffer for this call's chunk. Fresh multi-MiB temporaries for every chunk
-        made glibc hand the heap back to the kernel and fault it in again: a quarter of the
-        process's time went to the kernel in `bench eval` before they were reused."""
-        size = math.prod(shape)
-        buffer = self._buffers.get(name)
-        if buffer is None or buffer.numel() < size:
-            buffer = self._buffers[name] = self.q_probs.new_empty(size)
-        return buffer[:size].view(shape)
 
     def __call__(self, num_samples: int) -> Tensor:
-        samples, examples, units = num_samples, *self.q_probs.shape
-        h = self._buffer("h", (samples, examples, units))
-        torch.rand(h.shape, generator=self.generator, out=h)  # the stream of uniform_noise
-        h.lt_(self.q_probs)  # in place: the noise becomes the binary sample
-        visible_logits = self._buffer("logits", (samples, examples, self.weight.shape[0]))
-        torch.addmm(self.bias, h.view(samples * examples, units), self.weight.t(),
-                    out=visible_logits.view(samples * examples, -1))
-        linear = torch.mul(h, self.coefficients, out=self._buffer("linear", h.shape)).sum(-1)
-        softplus = torch._C._nn.softplus(visible_logits, 1, 20, out=visible_logits)
-        return self.constant + linear - softplus.sum(-1)
+        noise = uniform_noise((num_samples, *self.q_probs.shape), self.generator, self.q_probs)
+        h = noise.lt_(self.q_probs)  # in place: the noise becomes the binary sample
+        visible_logits = F.linear(h, self.weight, self.bias)
+        return (self.constant + (h * self.coefficients).sum(-1)
+                - F.softplus(visible_logits).sum(-1))
 
 
 @torch.no_grad()
