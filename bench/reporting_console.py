@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from bench.reporting import engine_label
+
 
 def print_run_summary(record: dict, out_dir) -> None:
     spec = record["config"]["spec"]
@@ -18,15 +20,6 @@ def print_run_summary(record: dict, out_dir) -> None:
     if throughput["updates_per_s"]:
         print(f"  throughput: {throughput['updates_per_s']:.1f} updates/s, "
               f"{throughput['examples_per_s']:.0f} examples/s on {record['environment']['device']}, "
-              f"optimizer {spec['optimizer']}, {_engine_words(record)}")
+              f"optimizer {spec['optimizer']}, engine {engine_label(record)}")
     print(f"  record: {out_dir}/record.json")
 
-
-def _engine_words(record: dict) -> str:
-    engine = record["config"].get("engine")  # records before the fused engine have none
-    if engine is None:
-        return "autograd engine"
-    words = f"{engine['name']} engine"
-    if engine.get("runs_in_batch", 1) > 1:
-        words += f", one of {engine['runs_in_batch']} runs batched together"
-    return words
