@@ -3,10 +3,9 @@
 Why. Evaluation allocates tens of MiB per chunk of samples, and validation during training does
 the same for its 1,000-example batches. By default glibc serves blocks above its mmap threshold
 (which grows to at most 32 MiB) with a fresh mmap and trims the top of the heap on free, so every
-chunk's temporaries are faulted in again, page by page. Measured on this project's machine with
-the iw bound on random MNIST-shaped data (two threads, K=1000, 20 examples a call): for
-`sbn:200-200-200` about 70,000 page faults a call and a third as much system time as user time,
-against none once the process keeps its freed memory, which made the call 1.3-1.6x faster
+chunk's temporaries are faulted in again, page by page. `python -m bench.perf.keep_memory_ab`
+(the iw bound, K=1000, 20 random MNIST-shaped rows, two threads) measured 30,000-50,000 page
+faults a call by default against none kept, and 1.15-1.3x more examples/s on `sbn:200-200-200`
 (`fdarn:200` alike); `bench eval` with K=5000 on `sbn:200` spent 4 of its 8 minutes in the kernel,
 and 1.5 s of 5 minutes with freed memory kept. Code that calls bench.evaluation from Python
 rather than through the command line can call keep_freed_memory() itself.
