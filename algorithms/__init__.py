@@ -25,9 +25,10 @@ def parse_name(text: str) -> tuple[type[Algorithm], str]:
     return cls, preset
 
 
-def build(text: str, model, inference, overrides: dict | None = None) -> Algorithm:
+def build(text: str, model, inference, overrides: dict | None = None, generators=None) -> Algorithm:
+    """An estimator for every run of the model, all with the same options."""
     cls, preset = parse_name(text)
-    return cls(model, inference, cls.resolve_options(preset, overrides))
+    return cls(model, inference, cls.resolve_options(preset, overrides), generators)
 
 
 __all__ = ["Algorithm", "StepResult", "REGISTRY", "build", "parse_name", "options_dict"]

@@ -1,31 +1,57 @@
-"""The contract every training algorithm fulfils, so that the harness never special-cases one.
+"""The contract every estimator fulfils, so that the harness never special-cases one.
 
-An algorithm is an `nn.Module` built from a model P, an inference network Q and an options
-dataclass. It owns whatever auxiliary state it needs (baseline networks, running statistics), as
-parameters or buffers, so a checkpoint of the algorithm module holds everything.
+An estimator is an `nn.Module` built from a model P, an inference network Q (both holding R runs
+of one architecture, models/layers.py) and one options dataclass per run. It owns whatever
+auxiliary state it needs (baseline networks, running statistics) as parameters or buffers whose
+first dimension is the run, so that a run's checkpoint is the slice [r] of every tensor in the
+estimator's state_dict. It is written once, over tensors with leading run (and sample) dimensions;
+a lone run is R = 1.
 
-    parameter_groups() -> {group: [parameters]}    e.g. "model", "inference", "baseline"
-    learning_rate_scales() -> {group: float}       each group's rate relative to the base rate
-    step(x, generator) -> StepResult               one minibatch
+    parameter_groups() -> {group: [parameters]}         e.g. "model", "inference", "baseline"
+    learning_rate_scales(options) -> {group: float}     one run's rate of each group relative to
+                                                        its base rate (a group left out: rate 0)
+    noise(x) -> {name: [Noise]}                         the random numbers one update needs
+    step(x, noise) -> StepResult                        one update of every run
 
-`StepResult.losses[group]` is the surrogate loss to minimise for that group: its gradient with
-respect to the group's parameters is the algorithm's (negated) update direction, and it has NO
-gradient with respect to any other group's parameters. The harness therefore backpropagates the sum
-of the losses once and steps one optimizer per group; a test checks the no-cross-gradient rule for
-every registered algorithm. Losses are sums over the minibatch, as Algorithm 1 accumulates them;
-metrics are detached per-example means.
+Shapes: x is (R, B, D), one minibatch per run; `noise` is the request of `noise(x)` filled by the
+harness from each run's own generator (models/noise.py), every tensor (R, *shape). The estimator
+draws no random numbers itself, which is what lets a run batched with others follow the
+trajectory it follows alone, and lets the bias check enumerate every sample.
 
-For the bias check (`python -m bench check`), an algorithm also says what it estimates:
+`StepResult.losses[group]` is a surrogate loss, summed over runs and examples (Algorithm 1 sums
+over the minibatch): its gradient with respect to run r's slice of the group's parameters is run
+r's (negated) update direction, and it has NO gradient with respect to any other group's
+parameters. The harness backpropagates the sum of the losses once and steps one optimizer per
+group with per-run learning rates. `metrics` are detached per-run tensors (R,); "bound" (the
+training bound per run, mean over the minibatch) is required: a run whose bound is not finite is
+not updated, its estimator state (buffers) is restored, and it is recorded as diverged.
 
-    exact_objectives(x) -> {group: scalar}   computed by exact enumeration on a tiny model; the
+Options that differ between runs are per-run data: `option_column(name)` gives an (R, 1) tensor of
+one option over the runs, so runs with different presets share one computation. Options that
+change the shapes of the estimator's parameters are listed in `structural_options`; only runs
+that agree on them can be stacked (None: every option must agree).
+
+Cost: `evaluations_per_example(options)` is the number of model evaluations (log P(x, h) or an
+ancestral pass through P) per example in one update; records carry it, and throughput is reported
+per update and per model evaluation.
+
+For the bias check (`python -m bench check`), an estimator says what its expected update is:
+
+    exact_objectives(x) -> {group: (R,)}   computed by exact enumeration on a tiny model; the
         expected value of -grad(losses[group]) must equal grad(objective) w.r.t. that group,
+    claimed_update(x) -> {group: [tensors]}   by default the gradients of exact_objectives; an
+        estimator biased by design, or unbiased for another objective, overrides it,
     scaled_groups -> groups where a positive rescaling per parameter tensor is allowed
         (variance normalisation rescales the inference network's update).
+
+The check computes the exact expected update by enumerating every value the Bernoulli noise of
+one update can take (models/noise.py, `enumerating`), and compares.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -33,12 +59,13 @@ import torch
 from torch import Tensor, nn
 
 from bench.errors import UserError, unknown_name
+from models.noise import Noise
 
 
 @dataclass
 class StepResult:
     losses: dict[str, Tensor]
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, Tensor] = field(default_factory=dict)
 
 
 class Algorithm(nn.Module):
@@ -47,25 +74,71 @@ class Algorithm(nn.Module):
     #: named option sets (paper ablations); the empty name is the default configuration
     presets: ClassVar[dict[str, dict[str, Any]]] = {"": {}}
     scaled_groups: ClassVar[frozenset[str]] = frozenset()
+    #: options runs must share to be stacked (they shape parameters); None: all options
+    structural_options: ClassVar[tuple[str, ...] | None] = None
 
-    def __init__(self, model: nn.Module, inference: nn.Module, options):
+    def __init__(self, model: nn.Module, inference: nn.Module, options, generators=None):
         super().__init__()
         self.model = model
         self.inference = inference
-        self.options = options
+        runs = model.num_runs
+        if not isinstance(options, (list, tuple)):
+            options = [options] * runs
+        if len(options) != runs:
+            raise ValueError(f"{len(options)} options for {runs} runs")
+        keys = {self.batch_key(o) for o in options}
+        if len(keys) > 1:
+            raise ValueError(f"runs stacked in one {self.name} must agree on "
+                             f"{self.structural_options or 'every option'}")
+        self.options = tuple(options)
+        self.generators = list(generators) if generators is not None else [None] * runs
+
+    @property
+    def num_runs(self) -> int:
+        return len(self.options)
+
+    @classmethod
+    def batch_key(cls, options) -> tuple:
+        """Runs whose options give equal keys can be stacked in one estimator."""
+        names = (cls.structural_options if cls.structural_options is not None
+                 else [f.name for f in dataclasses.fields(options)])
+        return tuple(getattr(options, name) for name in names)
+
+    def option_column(self, name: str, dtype=None) -> Tensor:
+        """One option of every run as an (R, 1) tensor on the model's device."""
+        reference = next(iter(self.model.parameters()))
+        return torch.tensor([float(getattr(o, name)) for o in self.options],
+                            dtype=dtype or reference.dtype, device=reference.device).view(-1, 1)
 
     # -- the contract -------------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         raise NotImplementedError
 
-    def learning_rate_scales(self) -> dict[str, float]:
+    def learning_rate_scales(self, options) -> dict[str, float]:
         return {group: 1.0 for group in self.parameter_groups()}
 
-    def step(self, x: Tensor, generator: torch.Generator | None = None) -> StepResult:
+    def evaluations_per_example(self, options) -> float:
+        return 1.0
+
+    def noise(self, x: Tensor) -> dict[str, list[Noise]]:
+        raise NotImplementedError
+
+    def step(self, x: Tensor, noise: dict[str, list[Tensor]]) -> StepResult:
         raise NotImplementedError
 
     def exact_objectives(self, x: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError(f"{self.name} does not declare exact objectives for the bias check")
+
+    def claimed_update(self, x: Tensor) -> dict[str, list[Tensor]]:
+        """The exact expected value of -grad(losses[group]) for every run, per parameter tensor
+        of each checked group: by default the gradients of `exact_objectives`."""
+        groups = self.parameter_groups()
+        objectives = self.exact_objectives(x)
+        return {g: [torch.zeros_like(p) if grad is None else grad for p, grad in zip(
+                    groups[g], torch.autograd.grad(objectives[g].sum(), groups[g],
+                                                   retain_graph=True, allow_unused=True),
+                    strict=True)]
+                for g in objectives}
 
     # -- options ------------------------------------------------------------------------------
     @classmethod

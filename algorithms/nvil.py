@@ -38,7 +38,14 @@ Parameter groups: "model" (θ, learning rate 1), "inference" (φ, rate `inferenc
 §4.1), "baseline" (ψ, rate `baseline_lr_scale`; only with the IDB). Each baseline network has one
 hidden layer of 100 tanh units (§4.1) and sees the centred data (layer 1) or h^{j-1}.
 
-Shapes: x (B, D); h[j] (B, H_j); every signal (B,); running statistics (num_signals,).
+Runs. Every tensor leads with the run dimension R (algorithms/base.py). The variance-reduction
+switches, the smoothing and the learning-rate scales are per-run data, so all eight combinations
+of Figure 1 train as one computation: every run has baseline networks, and a run without the IDB
+subtracts 0 times its baseline and gives it zero rate (they stay at their initial values, unused).
+`local_signals` and `baseline_hidden` shape the computation and must agree between stacked runs.
+
+Shapes: x (R, B, D); h[j] (R, B, H_j); signals (R, S, B) for S signals; running statistics
+(R, S); option columns (R, 1).
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from torch import Tensor, nn
 
 from algorithms.base import Algorithm, StepResult
 from models.exact import exact_elbo
+from models.layers import linear, uniform_linear_init
 
 
 @dataclass(frozen=True)
@@ -75,15 +83,24 @@ def _figure1_preset(baseline: bool, idb: bool, vn: bool) -> dict:
             "variance_normalisation": vn}
 
 
-class InputDependentBaseline(nn.Module):
-    """C_j(context): one hidden layer of tanh units, scalar output per example."""
+class InputDependentBaselines(nn.Module):
+    """C_j(context) for R runs: one hidden layer of tanh units, a scalar output per example.
+    Initialised per run from its generator as torch.nn.Linear initialises (uniform within
+    ±1/sqrt(fan_in)), stored transposed: hidden_weight (R, C, hidden), output_weight (R, hidden, 1)."""
 
-    def __init__(self, context_size: int, hidden: int):
+    def __init__(self, context_size: int, hidden: int, generators, dtype):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(context_size, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+        hidden_w, hidden_b, out_w, out_b = zip(*(
+            (*uniform_linear_init(g, context_size, hidden, dtype),
+             *uniform_linear_init(g, hidden, 1, dtype)) for g in generators), strict=True)
+        self.hidden_weight = nn.Parameter(torch.stack(hidden_w).transpose(1, 2).contiguous())
+        self.hidden_bias = nn.Parameter(torch.stack(hidden_b))
+        self.output_weight = nn.Parameter(torch.stack(out_w).transpose(1, 2).contiguous())
+        self.output_bias = nn.Parameter(torch.stack(out_b))
 
     def forward(self, context: Tensor) -> Tensor:
-        return self.net(context).squeeze(-1)
+        hidden = torch.tanh(linear(context, self.hidden_weight, self.hidden_bias))
+        return linear(hidden, self.output_weight, self.output_bias).squeeze(-1)
 
 
 class NVIL(Algorithm):
@@ -103,33 +120,43 @@ class NVIL(Algorithm):
         "global-signal": {"local_signals": False},
     }
     scaled_groups = frozenset({"inference"})
+    structural_options = ("local_signals", "baseline_hidden")
 
-    def __init__(self, model, inference, options: NVILOptions):
-        super().__init__(model, inference, options)
-        num_layers = len(model.latent_sizes)
-        self.num_signals = num_layers if options.local_signals else 1
-        if options.input_dependent_baseline:
-            # Signal j's baseline sees what layer j of Q is conditioned on: x, then h^1, h^2, ...
-            contexts = (model.num_features,) + tuple(model.latent_sizes[:-1])
-            self.baselines = nn.ModuleList(
-                InputDependentBaseline(contexts[j], options.baseline_hidden)
-                for j in range(self.num_signals))
-        else:
-            self.baselines = None
+    def __init__(self, model, inference, options, generators=None):
+        super().__init__(model, inference, options, generators)
+        first = self.options[0]
+        self.num_signals = len(model.latent_sizes) if first.local_signals else 1
         dtype = model.prior.bias.dtype
-        self.register_buffer("signal_mean", torch.zeros(self.num_signals, dtype=dtype))
-        self.register_buffer("signal_var", torch.zeros(self.num_signals, dtype=dtype))
+        # Signal j's baseline sees what layer j of Q is conditioned on: x, then h^1, h^2, ...
+        contexts = (model.num_features,) + tuple(model.latent_sizes[:-1])
+        self.baselines = nn.ModuleList(
+            InputDependentBaselines(contexts[j], first.baseline_hidden, self.generators, dtype)
+            for j in range(self.num_signals))
+        runs = self.num_runs
+        self.register_buffer("signal_mean", torch.zeros(runs, self.num_signals, dtype=dtype))
+        self.register_buffer("signal_var", torch.zeros(runs, self.num_signals, dtype=dtype))
+        for name, option in (("use_mean", "constant_baseline"), ("use_baseline",
+                             "input_dependent_baseline"), ("use_var", "variance_normalisation")):
+            self.register_buffer(name, self.option_column(option, dtype), persistent=False)
+        self.any_baseline = any(o.input_dependent_baseline for o in self.options)
+        # c <- c + (1 - α)(mean - c) is α c + (1 - α) mean; 0 for runs that keep no statistics.
+        self.register_buffer("statistics_rate", torch.tensor(
+            [(1 - o.smoothing) * (o.constant_baseline or o.variance_normalisation)
+             for o in self.options], dtype=dtype).view(-1, 1), persistent=False)
 
     def parameter_groups(self):
-        groups = {"model": list(self.model.parameters()),
-                  "inference": list(self.inference.parameters())}
-        if self.baselines is not None:
-            groups["baseline"] = list(self.baselines.parameters())
-        return groups
+        return {"model": list(self.model.parameters()),
+                "inference": list(self.inference.parameters()),
+                "baseline": list(self.baselines.parameters())}
 
-    def learning_rate_scales(self):
-        return {"model": 1.0, "inference": self.options.inference_lr_scale,
-                "baseline": self.options.baseline_lr_scale}
+    def learning_rate_scales(self, options):
+        scales = {"model": 1.0, "inference": options.inference_lr_scale}
+        if options.input_dependent_baseline:
+            scales["baseline"] = options.baseline_lr_scale
+        return scales
+
+    def noise(self, x):
+        return {"q": self.inference.noise(*x.shape[1:-1])}
 
     def learning_signals(self, log_p: list[Tensor], log_q: list[Tensor]) -> list[Tensor]:
         """l^j = sum_{k >= j-1} log P terms - sum_{k >= j} log Q terms (Eq. 12), j = 1..n.
@@ -141,66 +168,45 @@ class NVIL(Algorithm):
         signals = log_p_tail[:-1] - log_q_tail
         return list(signals[: self.num_signals])
 
-    def step(self, x: Tensor, generator=None) -> StepResult:
-        options = self.options
-        h, log_q = self.inference.sample(x, generator=generator)
+    def step(self, x: Tensor, noise) -> StepResult:
+        h, log_q = self.inference.sample(x, noise["q"])
         log_p = self.model.log_prob_terms(x, h)
         with torch.no_grad():
-            signals = self.learning_signals([t.detach() for t in log_p], [t.detach() for t in log_q])
-        baseline_contexts = [self.inference.centre(x)] + h[:-1]
-
-        inference_loss = x.new_zeros(())
-        baseline_loss = x.new_zeros(())
-        normalised = []
-        for j, signal in enumerate(signals):
-            residual = signal
-            if self.baselines is not None:
-                baseline_value = self.baselines[j](baseline_contexts[j])
-                residual = signal - baseline_value.detach()
-            with torch.no_grad():
-                # The normaliser comes from earlier minibatches only: a divisor that depended on
-                # this minibatch's samples would make the expected update stop being a positive
-                # multiple of the gradient (tests/test_algorithms.py shows it by enumeration).
-                scale = (self.signal_var[j].sqrt().clamp_min(1.0)
-                         if options.variance_normalisation else 1.0)
-                self._update_statistics(j, residual)
-                centred = residual - self.signal_mean[j] if options.constant_baseline else residual
-                normalised_signal = centred / scale
-            normalised.append(normalised_signal)
-            if j == 0:
-                first_residual = residual
-            # With a global signal every layer of Q is driven by l^1; with local signals layer j by l^j.
-            layers = range(len(log_q)) if not options.local_signals else [j]
-            for k in layers:
-                inference_loss = inference_loss - (normalised_signal * log_q[k]).sum()
-            if self.baselines is not None:
-                baseline_loss = baseline_loss - (normalised_signal * baseline_value).sum()
-
+            signals = torch.stack(self.learning_signals([t.detach() for t in log_p],
+                                                        [t.detach() for t in log_q]), 1)  # (R, S, B)
+        residual = signals
+        if self.any_baseline:
+            contexts = [self.inference.centre(x)] + h[:-1]
+            baseline = torch.stack([self.baselines[j](contexts[j])
+                                    for j in range(self.num_signals)], 1)               # (R, S, B)
+            residual = signals - self.use_baseline.unsqueeze(-1) * baseline.detach()
+        with torch.no_grad():
+            # The normaliser comes from earlier minibatches only: a divisor that depended on
+            # this minibatch's samples would make the expected update stop being a positive
+            # multiple of the gradient (tests/test_algorithms.py shows it by enumeration).
+            scale = torch.where(self.use_var > 0, self.signal_var.sqrt().clamp_min(1.0), 1.0)
+            batch_var, batch_mean = torch.var_mean(residual, -1, correction=0)
+            self.signal_mean.add_(self.statistics_rate * (batch_mean - self.signal_mean))
+            self.signal_var.add_(self.statistics_rate * (batch_var - self.signal_var))
+            centred = residual - (self.use_mean * self.signal_mean).unsqueeze(-1)
+            normalised = centred / scale.unsqueeze(-1)                                  # (R, S, B)
+        if self.options[0].local_signals:  # layer j of Q is driven by l^j
+            inference_loss = -(normalised * torch.stack(log_q, 1)).sum()
+        else:  # every layer by l^1
+            inference_loss = -(normalised[:, 0] * sum(log_q)).sum()
         losses = {"model": -sum(log_p).sum(), "inference": inference_loss}
-        if self.baselines is not None:
-            losses["baseline"] = baseline_loss
-        bound = signals[0]
-        metrics = {
-            "bound": bound.mean().item(),
-            "signal_mean": self.signal_mean[0].item(),
-            "signal_std": self.signal_var[0].sqrt().item(),
-            "normalised_signal_std": normalised[0].std(unbiased=False).item() if bound.numel() > 1 else 0.0,
-        }
-        if self.baselines is not None:
-            metrics["baseline_residual_rms"] = first_residual.pow(2).mean().sqrt().item()
+        bound = signals[:, 0].mean(-1)
+        metrics = {"bound": bound,
+                   "signal_mean": self.signal_mean[:, 0].clone(),
+                   "signal_std": self.signal_var[:, 0].sqrt(),
+                   "normalised_signal_std": normalised[:, 0].std(-1, correction=0)}
+        if self.any_baseline:
+            losses["baseline"] = -(self.use_baseline.unsqueeze(-1) * normalised * baseline).sum()
+            metrics["baseline_residual_rms"] = residual[:, 0].pow(2).mean(-1).sqrt()
         return StepResult(losses, metrics)
-
-    def _update_statistics(self, j: int, residual: Tensor) -> None:
-        if not (self.options.constant_baseline or self.options.variance_normalisation):
-            return
-        alpha = self.options.smoothing
-        batch_mean = residual.mean()
-        batch_var = residual.var(unbiased=False) if residual.numel() > 1 else residual.new_zeros(())
-        self.signal_mean[j] = alpha * self.signal_mean[j] + (1 - alpha) * batch_mean
-        self.signal_var[j] = alpha * self.signal_var[j] + (1 - alpha) * batch_var
 
     def exact_objectives(self, x: Tensor) -> dict[str, Tensor]:
         # θ and φ both ascend the variational bound (Eq. 3 and 4); ψ fits its own regression and is
         # not checked against the bound.
-        bound = exact_elbo(self.model, self.inference, x).sum()
+        bound = exact_elbo(self.model, self.inference, x).sum(-1)
         return {"model": bound, "inference": bound}

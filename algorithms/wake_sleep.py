@@ -11,7 +11,9 @@ Wake-sleep has no objective shared by both phases; the reported training bound i
 estimate log P(x, h) - log Q(h | x) on the wake samples.
 
 Parameter groups: "model" (rate 1), "inference" (rate `inference_lr_scale`; §4.1 always uses one
-fifth of the model's rate). Shapes: x (B, D), h[j] (B, H_j), losses are sums over the minibatch.
+fifth of the model's rate). Every option is per run. Shapes: x (R, B, D), h[j] (R, B, H_j); noise
+"q" is the wake sample's (one uniform per latent unit), "fantasy" the sleep phase's (prior,
+conditionals top-down, visible); losses are sums over runs and the minibatch.
 """
 
 from __future__ import annotations
@@ -34,29 +36,35 @@ class WakeSleep(Algorithm):
     name = "wake-sleep"
     Options = WakeSleepOptions
     presets = {"": {}}
+    structural_options = ()
 
     def parameter_groups(self):
         return {"model": list(self.model.parameters()),
                 "inference": list(self.inference.parameters())}
 
-    def learning_rate_scales(self):
-        return {"model": 1.0, "inference": self.options.inference_lr_scale}
+    def learning_rate_scales(self, options):
+        return {"model": 1.0, "inference": options.inference_lr_scale}
 
-    def step(self, x: Tensor, generator=None) -> StepResult:
+    def evaluations_per_example(self, options) -> float:
+        return 2.0  # log P(x, h) on the wake sample, one ancestral pass for the fantasy
+
+    def noise(self, x):
+        return {"q": self.inference.noise(*x.shape[1:-1]), "fantasy": self.model.noise_like(x)}
+
+    def step(self, x: Tensor, noise) -> StepResult:
         with torch.no_grad():
-            h, log_q = self.inference.sample(x, generator=generator)
+            h, log_q = self.inference.sample(x, noise["q"])
         log_joint = self.model.log_joint(x, h)
-        with torch.no_grad():
-            fantasy_x, fantasy_h = self.model.sample_like(x, generator)
+        fantasy_x, fantasy_h = self.model.sample(noise["fantasy"], self.model.lengths_like(x))
         sleep_log_q = self.inference.log_prob(fantasy_x, fantasy_h)
-        bound = (log_joint.detach() - sum(log_q))
+        bound = log_joint.detach() - sum(log_q)
         return StepResult(
             losses={"model": -log_joint.sum(), "inference": -sleep_log_q.sum()},
-            metrics={"bound": bound.mean().item(), "sleep_log_q": sleep_log_q.detach().mean().item()},
+            metrics={"bound": bound.mean(-1), "sleep_log_q": sleep_log_q.detach().mean(-1)},
         )
 
     def exact_objectives(self, x: Tensor) -> dict[str, Tensor]:
         # Wake: the gradient of the bound w.r.t. θ (Eq. 3). Sleep: per fantasy, the gradient of
         # E_P(x,h)[log Q(h|x)]; a minibatch of B fantasies sums B of them.
-        return {"model": exact_elbo(self.model, self.inference, x).sum(),
-                "inference": x.shape[0] * exact_sleep_objective(self.model, self.inference)}
+        return {"model": exact_elbo(self.model, self.inference, x).sum(-1),
+                "inference": x.shape[-2] * exact_sleep_objective(self.model, self.inference)}

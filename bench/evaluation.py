@@ -18,7 +18,8 @@ softplus per pixel and sample, plus the serial random stream.
 
 Documents: perplexity = exp(-(1/N) sum_n bound_n / L_n) with L_n the document's length (§4.3);
 the per-document bounds and lengths are kept so any other convention can be recomputed.
-Shapes: x (B, D) -> per-example bounds (B,).
+Models hold R runs (models/layers.py); every run is scored at once, each with its own random
+stream. Shapes: x (B, D) -> per-run, per-example bounds (R, B).
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ from torch import Tensor
 
 from bench.errors import UserError
 from models.exact import MAX_EXACT_LATENTS, exact_log_likelihood
-from models.layers import LogisticLayer, uniform_noise
+from models.layers import LogisticLayer, linear
+from models.noise import draw as draw_noise
+from models.noise import uniform
 
 BOUNDS = ("elbo", "iw", "exact")
 # Samples x examples x units per chunk of the sampled bounds: (chunk, B, D) activations near
@@ -47,9 +50,16 @@ _ELEMENTS_PER_CHUNK = 2 ** 24
 _FAST_ELEMENTS_PER_CHUNK = 2 ** 21
 
 
-def log_weights(model, inference, x: Tensor, num_samples: int, generator=None) -> Tensor:
-    """log P(x, h_k) - log Q(h_k | x) for h_k ~ Q(h | x), shape (num_samples, B)."""
-    h, log_q = inference.sample(x, num_samples=num_samples, generator=generator)
+def _generators(seeds, device) -> list[torch.Generator]:
+    return [torch.Generator(device=device).manual_seed(int(seed)) for seed in seeds]
+
+
+def log_weights(model, inference, x: Tensor, num_samples: int, generators) -> Tensor:
+    """log P(x, h_k) - log Q(h_k | x) for h_k ~ Q(h | x), shape (R, num_samples, B); x (R|1, B, D);
+    each run's samples from its own generator."""
+    noise = draw_noise({"q": inference.noise(num_samples, x.shape[-2])}, generators, x.dtype,
+                       x.device)["q"]
+    h, log_q = inference.sample(x, noise)
     return model.log_joint(x, h) - sum(log_q)
 
 
@@ -61,15 +71,16 @@ class FactorialLogWeights:
     """log_weights for one factorial latent layer between a Bernoulli visible layer and a factorial
     Q (sbn:H with factorial inference), with every term that depends only on x computed once.
 
-    With c = Q's logits for x (B, H), p the prior's logits and a = W h + b the visible logits
-    (S, B, D):
+    With c = Q's logits for x (R, B, H), p the prior's logits and a = W h + b the visible logits
+    (R, S, B, D):
         log Q(h | x) = h.c - sum softplus(c)
         log P(h)     = h.p - sum softplus(p)
         log P(x | h) = x.a - sum_j softplus(a_j) = h.(W^T x) + x.b - sum_j softplus(a_j)
     so  log w = h.(W^T x + p - c) + [x.b - sum softplus(p) + sum softplus(c)] - sum_j softplus(a_j):
     all the linear terms are one dot product per sample, and only the softplus pass runs over the
-    (S, B, D) logits. Samples are drawn as LogisticLayer draws them, h = [u < sigmoid(c)] with u
-    uniform (S, B, H) from `generator`, so the numbers equal log_weights' on the same stream.
+    (R, S, B, D) logits. Samples are drawn as LogisticLayer draws them, h = [u < sigmoid(c)] with u
+    uniform (R, S, B, H) from each run's generator, so the numbers equal log_weights' on the same
+    streams.
     """
 
     @classmethod
@@ -77,51 +88,66 @@ class FactorialLogWeights:
         return (len(model.latent_sizes) == 1 and len(inference.layers) == 1
                 and all(map(_factorial, (inference.layers[0], model.prior, model.visible))))
 
-    def __init__(self, model, inference, x: Tensor, generator=None):
-        q_logits = inference.layers[0].context_logits(inference.centre(x))
-        prior, visible = model.prior.bias, model.visible
-        self.q_probs = torch.sigmoid(q_logits)
-        self.coefficients = x @ visible.weight + prior - q_logits
-        self.constant = (x @ visible.bias - F.softplus(prior).sum()
-                         + F.softplus(q_logits).sum(-1))
+    def __init__(self, model, inference, x: Tensor, generators):
+        q_logits = inference.layers[0].context_logits(inference.centre(x))   # (R, B, H)
+        prior, visible = model.prior.bias.unsqueeze(1), model.visible        # (R, 1, H)
+        self.q_probs = torch.sigmoid(q_logits).unsqueeze(1)                   # (R, 1, B, H)
+        # W^T x: visible.weight is stored (R, H, D)
+        self.coefficients = (linear(x, visible.weight.transpose(1, 2), None) + prior
+                             - q_logits).unsqueeze(1)
+        self.constant = ((x * visible.bias.unsqueeze(1)).sum(-1) - F.softplus(prior).sum(-1)
+                         + F.softplus(q_logits).sum(-1)).unsqueeze(1)         # (R, 1, B)
         self.weight, self.bias = visible.weight, visible.bias
-        self.generator = generator
+        self.generators = generators
+        self.num_units = q_logits.shape[-1]
 
     def __call__(self, num_samples: int) -> Tensor:
-        noise = uniform_noise((num_samples, *self.q_probs.shape), self.generator, self.q_probs)
+        batch = self.q_probs.shape[-2]
+        noise = draw_noise({"q": [uniform(num_samples, batch, self.num_units)]}, self.generators,
+                           self.q_probs.dtype, self.q_probs.device)["q"][0]
         h = noise.lt_(self.q_probs)  # in place: the noise becomes the binary sample
-        visible_logits = F.linear(h, self.weight, self.bias)
+        visible_logits = linear(h, self.weight, self.bias)
         return (self.constant + (h * self.coefficients).sum(-1)
                 - F.softplus(visible_logits).sum(-1))
 
 
 @torch.no_grad()
 def log_likelihood_bound(model, inference, x: Tensor, bound: str = "elbo", num_samples: int = 10,
-                         generator=None) -> Tensor:
-    """Per-example estimate of log P(x): the ELBO, the importance-sampled bound, or the exact value."""
+                         generators=None) -> Tensor:
+    """Per-run, per-example estimate of log P(x), (R, B): the ELBO, the importance-sampled bound,
+    or the exact value. x is (B, D) or (R|1, B, D); `generators` one per run (their draws are
+    the samples of each run)."""
+    if x.dim() == 2:
+        x = x.unsqueeze(0)
     if bound == "exact":
         return exact_log_likelihood(model, x)
     if num_samples < 1:
         raise UserError(f"the number of samples K must be at least 1, got {num_samples}")
-    # draw(n): the log-weights of n fresh samples per example, (n, B)
+    if generators is None:
+        generators = [None] * model.num_runs
+    # draw(n): the log-weights of n fresh samples per example, (R, n, B)
     if FactorialLogWeights.applies(model, inference):
-        draw = FactorialLogWeights(model, inference, x, generator)
+        draw = FactorialLogWeights(model, inference, x, generators)
         elements = _FAST_ELEMENTS_PER_CHUNK
     else:
-        draw = partial(log_weights, model, inference, x, generator=generator)
+        draw = partial(log_weights, model, inference, x, generators=generators)
         elements = _ELEMENTS_PER_CHUNK
+    batch = x.shape[-2]
     width = max(x.shape[-1], *model.latent_sizes)
-    chunk = max(1, min(num_samples, elements // max(1, x.shape[0] * width)))
+    # The chunk depends on one run's sizes only, so that a run's numbers do not depend on how many
+    # runs are evaluated with it.
+    chunk = max(1, min(num_samples, elements // max(1, batch * width)))
+    runs = model.num_runs
     if bound == "elbo":
-        total = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        total = torch.zeros(runs, batch, dtype=x.dtype, device=x.device)
         for start in range(0, num_samples, chunk):
-            total += draw(min(chunk, num_samples - start)).sum(0)
+            total += draw(min(chunk, num_samples - start)).sum(1)
         return total / num_samples
     if bound == "iw":
-        running = torch.full((x.shape[0],), -math.inf, dtype=x.dtype, device=x.device)
+        running = torch.full((runs, batch), -math.inf, dtype=x.dtype, device=x.device)
         for start in range(0, num_samples, chunk):
             weights = draw(min(chunk, num_samples - start))
-            running = torch.logaddexp(running, torch.logsumexp(weights, 0))
+            running = torch.logaddexp(running, torch.logsumexp(weights, 1))
         return running - math.log(num_samples)
     raise UserError(f"unknown bound {bound!r}; valid bounds: {', '.join(BOUNDS)}")
 
@@ -164,28 +190,43 @@ class Evaluation:
         return summary
 
 
-def evaluate(model, inference, rows, bound: str = "elbo", num_samples: int = 10,
-             batch_size: int | None = None, seed: int = 0, device="cpu", dtype=torch.float32,
-             counts: bool = False, progress=None) -> Evaluation:
-    """The bound on every row of a split, with its own seeded random stream (so an evaluation is
-    reproducible and does not disturb the training stream)."""
+def evaluate_runs(model, inference, rows, bound: str = "elbo", num_samples: int = 10,
+                  batch_size: int | None = None, seeds=(0,), device="cpu", dtype=torch.float32,
+                  counts: bool = False, progress=None) -> list[Evaluation]:
+    """The bound on every row of a split for each of the model's R runs, run r with its own seeded
+    random stream `seeds[r]` (so an evaluation is reproducible, does not disturb the training
+    streams, and gives a run the same numbers whichever runs it is evaluated with)."""
     if bound not in BOUNDS:
         raise UserError(f"unknown bound {bound!r}; valid bounds: {', '.join(BOUNDS)}")
     if bound == "exact" and sum(model.latent_sizes) > MAX_EXACT_LATENTS:
         raise UserError(f"exact log-likelihood needs at most {MAX_EXACT_LATENTS} latent units; "
                         f"this model has {sum(model.latent_sizes)}: use --bound iw")
-    generator = torch.Generator(device=device).manual_seed(seed)
+    if len(seeds) != model.num_runs:
+        raise ValueError(f"{len(seeds)} seeds for {model.num_runs} runs")
+    generators = _generators(seeds, device)
     num_rows = rows.shape[0]
     if batch_size is None:
         batch_size = 1000 if bound == "elbo" else 100
     values, lengths = [], []
     for start in range(0, num_rows, batch_size):
         x = rows_as_tensor(rows[start:start + batch_size], dtype, device)
-        values.append(log_likelihood_bound(model, inference, x, bound, num_samples, generator).cpu())
+        values.append(log_likelihood_bound(model, inference, x, bound, num_samples,
+                                           generators).cpu())
         if counts:
             lengths.append(x.sum(-1).cpu())
         if progress is not None:
             progress(x.shape[0])
-    per_example = torch.cat(values).double().numpy()
-    return Evaluation(bound, None if bound == "exact" else num_samples, per_example,
-                      torch.cat(lengths).double().numpy() if counts else None)
+    per_example = torch.cat(values, 1).double().numpy()
+    run_lengths = torch.cat(lengths).double().numpy() if counts else None
+    return [Evaluation(bound, None if bound == "exact" else num_samples, per_example[r],
+                       run_lengths) for r in range(model.num_runs)]
+
+
+def evaluate(model, inference, rows, bound: str = "elbo", num_samples: int = 10,
+             batch_size: int | None = None, seed: int = 0, device="cpu", dtype=torch.float32,
+             counts: bool = False, progress=None) -> Evaluation:
+    """`evaluate_runs` for a lone run (R = 1) with one seed."""
+    if model.num_runs != 1:
+        raise ValueError("evaluate() scores one run; use evaluate_runs() for stacked runs")
+    return evaluate_runs(model, inference, rows, bound, num_samples, batch_size, [seed], device,
+                         dtype, counts, progress)[0]

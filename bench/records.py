@@ -25,7 +25,7 @@ import torch
 from bench.errors import UserError
 from bench.io import atomic_write_json
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RECORD = "record.json"
 REPOSITORY = Path(__file__).resolve().parent.parent
 

@@ -16,7 +16,7 @@ from bench.records import (
     write_record,
 )
 from bench.specs import RunSpec
-from bench.training import BEST, CURVE, Trainer, build
+from bench.training import BEST, CURVE, Run, RunGroup, build
 
 
 def record_is_complete(out_dir: Path) -> bool:
@@ -31,39 +31,56 @@ def record_is_complete(out_dir: Path) -> bool:
 
 def train_run(spec: RunSpec, out_dir: Path, data=None, data_dir=None, progress: bool = True,
               log=print) -> dict:
-    """Train (or resume) the run, evaluate the best parameters on the test set, write the record."""
+    """Train (or resume) one run, evaluate its best parameters on the test set, write its record."""
+    return train_group([spec], [out_dir], data, data_dir, progress)[0]
+
+
+def train_group(specs: list[RunSpec], out_dirs, data=None, data_dir=None, progress: bool = True
+                ) -> list[dict]:
+    """Train (or resume) stackable runs as one computation and write each run's record."""
     started = time.perf_counter()
     code = code_version()  # the code that trains, even if the checkout changes meanwhile
-    built = build(spec, data, data_dir)
-    trainer = Trainer(built, out_dir, progress=progress)
-    trainer.train()
-    return finish_run(trainer, code, started)
+    group = RunGroup(build(specs, data, data_dir), out_dirs, progress=progress)
+    group.train()
+    return finish_runs(group, code, started)
 
 
-def finish_run(trainer: Trainer, code: dict, started: float) -> dict:
-    """Evaluate a trained run's best parameters on the test set and write its record."""
-    built, spec, state, out_dir = trainer.built, trainer.spec, trainer.state, trainer.out_dir
-    metrics = []
-    if state.status == "complete":
-        trainer.restore_best()
-        trainer.save_best()
-        best_valid = trainer.evaluate_split("valid", limit=spec.eval_examples,
-                                            seed_offset=state.best_update)
-        metrics.append(metric_entry("valid", best_valid, state.best_update))
-        test = trainer.evaluate_split("test", seed_offset=-1, limit=spec.test_examples)
-        metrics.append(metric_entry("test", test, state.best_update))
+def finish_runs(group: RunGroup, code: dict, started: float) -> list[dict]:
+    """Evaluate every complete run's best parameters (valid, test, and the iw bound if asked), all
+    runs in one computation, and write each run's record."""
+    complete = [run for run in group.runs if run.state.status == "complete"]
+    metrics: dict[int, list] = {run.index: [] for run in group.runs}
+    if complete:
+        group.restore_best(complete)
+        spec = group.specs[0]
+        best = [run.state.best_update for run in complete]
+        evaluations = [("valid", group.evaluate("valid", complete, seed_offsets=best,
+                                                limit=spec.eval_examples)),
+                       ("test", group.evaluate("test", complete, seed_offsets=[-1] * len(complete),
+                                               limit=spec.test_examples))]
         if spec.test_iw_samples:
-            test_iw = trainer.evaluate_split("test", "iw", spec.test_iw_samples, seed_offset=-2,
-                                             limit=spec.test_examples)
-            metrics.append(metric_entry("test", test_iw, state.best_update))
+            evaluations.append(("test", group.evaluate(
+                "test", complete, "iw", spec.test_iw_samples, seed_offsets=[-2] * len(complete),
+                limit=spec.test_examples)))
+        for run in complete:
+            group.save_best(run)
+            metrics[run.index] = [metric_entry(split, by_run[run.index], run.state.best_update)
+                                  for split, by_run in evaluations]
+    return [write_run_record(group, run, metrics[run.index], code, started) for run in group.runs]
+
+
+def write_run_record(group: RunGroup, run: Run, metrics: list, code: dict, started: float) -> dict:
+    built, spec, state = group.built, run.spec, run.state
+    algorithm = group.algorithm
+    evaluations = algorithm.evaluations_per_example(run.options)
     record = {
         "schema_version": SCHEMA_VERSION,
         "status": state.status,
         "run_name": spec.run_name(),
         "config": {
             "spec": spec.to_dict(),
-            "algorithm": {"name": built.algorithm.name, "preset": spec.algorithm.partition(":")[2],
-                          "options": options_dict(built.algorithm.options)},
+            "algorithm": {"name": algorithm.name, "preset": spec.algorithm.partition(":")[2],
+                          "options": options_dict(run.options)},
             "model": {"spec": built.model_spec.name, "family": built.model_spec.family,
                       "layers": list(built.model_spec.layers), "inference": spec.inference},
             "dataset": {"name": built.data.name, "split": built.data.split, "kind": built.data.kind,
@@ -71,12 +88,14 @@ def finish_run(trainer: Trainer, code: dict, started: float) -> dict:
                                   for s in ("train", "valid", "test")},
                         "provenance": built.data.provenance},
             "optimizers": {g: {"name": spec.optimizer, "learning_rate": rate}
-                           for g, rate in trainer.learning_rates.items()},
+                           for g, rate in run.learning_rates.items()},
             "batch_size": spec.batch_size,
-            # How updates were computed: "fused" or "autograd", and how many runs shared one
-            # batched computation (their throughput figures are each run's own rate within it).
-            "engine": {"name": trainer.engine, "runs_in_batch": trainer.runs_in_batch},
+            # How many runs shared one stacked computation (their throughput figures are each
+            # run's own rate within it).
+            "engine": {"name": "stacked", "runs_in_batch": group.num_runs},
             "train_samples_per_example": 1,
+            "model_evaluations_per_example": evaluations,
+            "model_evaluations_per_update": evaluations * spec.batch_size,
         },
         "seed": spec.seed,
         "updates": state.update,
@@ -89,6 +108,8 @@ def finish_run(trainer: Trainer, code: dict, started: float) -> dict:
             "updates_per_s": state.update / state.train_seconds if state.train_seconds else None,
             "examples_per_s": (state.update * spec.batch_size / state.train_seconds
                                if state.train_seconds else None),
+            "model_evaluations_per_s": (state.update * spec.batch_size * evaluations
+                                        / state.train_seconds if state.train_seconds else None),
         },
         "metrics": metrics,
         "code": code,
@@ -96,7 +117,7 @@ def finish_run(trainer: Trainer, code: dict, started: float) -> dict:
         "curve": CURVE,
         "best_parameters": BEST if state.status == "complete" else None,
     }
-    write_record(out_dir, record)
+    write_record(run.out_dir, record)
     return record
 
 

@@ -17,7 +17,6 @@ from typing import Any
 from bench.errors import UserError, unknown_name
 
 OPTIMIZERS = ("adam", "sgd")
-ENGINES = ("auto", "fused", "autograd")  # bench/training.py: how an update is computed
 DEVICES = ("cpu", "cuda")
 
 # (dataset, algorithm) -> learning rate of the model parameters; None matches any algorithm.
@@ -62,16 +61,11 @@ class RunSpec:
     test_examples: int | None = None    # report the test bound on the first N test rows (smoke runs)
     test_iw_samples: int = 0            # also report the iw bound with this K at the end (0: no)
     device: str = "cpu"
-    # "auto": the fused closed-form update where it applies (NVIL and wake-sleep on factorial SBNs
-    # with SGD), autograd elsewhere. Both give the same trajectory up to rounding (bench/training.py).
-    engine: str = "auto"
     options: dict[str, Any] = field(default_factory=dict)  # algorithm options (--set)
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
-        if self.engine not in ENGINES:
-            raise unknown_name("engine", self.engine, ENGINES)
         if self.device.split(":")[0] not in DEVICES:
             raise unknown_name("device", self.device, DEVICES)
         for name in ("updates", "batch_size", "eval_interval", "eval_samples"):
@@ -92,11 +86,9 @@ class RunSpec:
         return dataclasses.asdict(self)
 
     def identity(self) -> dict[str, Any]:
-        """What must match for a checkpoint to be resumed by this spec (not the budget, nor the
-        engine, which changes how an update is computed but not what it is)."""
+        """What must match for a checkpoint to be resumed by this spec (not the budget)."""
         identity = self.to_dict()
         identity.pop("updates")
-        identity.pop("engine")
         return identity
 
     def run_name(self) -> str:

@@ -1,29 +1,29 @@
-"""The training loop shared by every algorithm.
+"""The one training loop, for 1..R runs of one estimator on one model.
 
-One update: a minibatch (a shuffled pass over the training set, `batch_size` rows at a time), the
-algorithm's `step`, one backward pass through the sum of its per-group surrogate losses, and one
-optimizer step per parameter group at that group's learning rate. Every `eval_interval` updates the
-validation bound is measured with its own seeded stream; the best parameters so far are kept
-(early stopping, §4.1) and a checkpoint is written atomically. Run again with the same spec and
-output directory, the loop resumes from the checkpoint and ends with the same record as an
-uninterrupted run: the training stream, data order, optimizer state and the algorithm's running
-statistics are all part of the checkpoint.
+The runs of a `RunGroup` are one computation: their parameters are stacked in the model, the
+inference network and the estimator (models/layers.py, algorithms/base.py), and one update is the
+estimator's `step` over all of them, one backward pass through the sum of its per-group losses,
+and one optimizer step over the stacks with per-run learning rates (bench/optim.py). Everything a
+run owns stays its own:
 
-A non-finite loss or validation bound stops the run with status "diverged".
+    data order   a shuffled pass over the training set per epoch, a function of (seed, epoch)
+    noise        drawn from the run's own generator (models/noise.py), in the request's order
+    evaluation   the validation bound every `eval_interval` updates with its own seeded stream;
+                 the best parameters so far are kept (early stopping, §4.1)
+    checkpoint   the run's slice of every stacked tensor, its optimizer state, generator and
+                 progress, written atomically at every evaluation
+    status       a run whose training bound is not finite is frozen (its parameters, optimizer and
+                 estimator state are left as they were) and recorded as "diverged"; the others go on
 
-Two engines compute an update, chosen by the spec's `engine` ("auto" by default):
-    autograd  the algorithm module's `step`, one backward pass and the optimizers: any algorithm,
-              model and optimizer; the readable reference.
-    fused     algorithms/fused.py: closed-form gradients with SGD fused into the matrix products,
-              for NVIL and wake-sleep on SBNs with factorial inference networks. Same random
-              numbers, same trajectory up to rounding; several times faster at minibatch 20.
-"auto" takes the fused engine where it applies and autograd elsewhere. Many runs can also share
-one fused engine (bench/batched.py): `Trainer` then leaves the update to it and keeps the rest of
-its run's bookkeeping (data order, evaluation, early stopping, checkpoints) as for a lone run.
+So a run follows, up to rounding, the trajectory it follows alone (tests/test_engine.py checks it
+in float64 for every estimator and model family), and run again with the same specs and output
+directories, the loop resumes every run from its checkpoint and ends with the same records as an
+uninterrupted run. A lone run is a group of one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -34,46 +34,110 @@ import torch
 
 import algorithms
 import datasets
-from algorithms.fused import FusedSGD, unsupported_reason
 from bench.errors import UserError
-from bench.evaluation import Evaluation, evaluate, rows_as_tensor
+from bench.evaluation import Evaluation, evaluate_runs, rows_as_tensor
 from bench.io import atomic_torch_save, atomic_write_text
+from bench.optim import RunOptimizer
 from bench.specs import RunSpec
 from models import ModelSpec
+from models.noise import draw as draw_noise
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
 CURVE = "curve.csv"
 
 
+def group_key(spec: RunSpec) -> tuple:
+    """Specs with equal keys can be stacked in one RunGroup, provided their estimator's options
+    agree on its structural options (`compatible`): the same data, architecture, minibatch,
+    device, optimizer, evaluation schedule and estimator class."""
+    ignored = {"seed", "updates", "learning_rate", "options", "algorithm"}
+    fields = tuple((f.name, getattr(spec, f.name)) for f in dataclasses.fields(spec)
+                   if f.name not in ignored)
+    return fields + (("estimator", algorithms.parse_name(spec.algorithm)[0]),)
+
+
+def estimator_options(spec: RunSpec):
+    cls, preset = algorithms.parse_name(spec.algorithm)
+    return cls, cls.resolve_options(preset, spec.options)
+
+
+def stacking_key(spec: RunSpec) -> tuple:
+    cls, options = estimator_options(spec)
+    return group_key(spec) + (cls.batch_key(options),)
+
+
 @dataclass
 class Built:
-    """Everything a spec builds: data, model spec, and the algorithm holding model and inference."""
+    """Everything a list of stackable specs builds: data, model spec, and the estimator holding the
+    stacked model and inference network of every run."""
 
-    spec: RunSpec
+    specs: list[RunSpec]
     data: datasets.Data
     model_spec: ModelSpec
     algorithm: algorithms.Algorithm
     device: torch.device
 
+    @property
+    def spec(self) -> RunSpec:  # the first run's (all share everything but seed, budget, options)
+        return self.specs[0]
 
-def build(spec: RunSpec, data: datasets.Data | None = None, data_dir=None) -> Built:
-    """Data, model, inference network and algorithm for a spec; parameters initialised from the seed."""
-    model_spec = ModelSpec.parse(spec.model, inference=spec.inference, init_scale=spec.init_scale)
-    algorithms.parse_name(spec.algorithm)  # unknown names fail before any data is loaded
+
+def build(specs: RunSpec | list[RunSpec], data: datasets.Data | None = None, data_dir=None,
+          dtype=torch.float32) -> Built:
+    """Data, stacked model, inference network and estimator for stackable specs; each run's
+    parameters initialised from a generator seeded with its seed."""
+    specs = [specs] if isinstance(specs, RunSpec) else list(specs)
+    first = specs[0]
+    model_spec = ModelSpec.parse(first.model, inference=first.inference, init_scale=first.init_scale)
+    classes = [estimator_options(spec) for spec in specs]  # unknown names fail before any data
+    if len({stacking_key(spec) for spec in specs}) > 1:
+        raise ValueError("runs built together must share everything but seed, budget, learning "
+                         "rate and per-run options")
     if data is None:
-        data = datasets.load(spec.dataset, spec.split, data_dir=data_dir)
+        data = datasets.load(first.dataset, first.split, data_dir=data_dir)
     if model_spec.data_kind != data.kind:
         suggestion = "doc-sbn or doc-fdarn" if data.kind == "counts" else "sbn or fdarn"
-        raise UserError(f"model {spec.model} models {model_spec.data_kind} data but dataset "
-                        f"{spec.dataset} is {data.kind}: use {suggestion}")
-    device = torch.device(spec.device)
+        raise UserError(f"model {first.model} models {model_spec.data_kind} data but dataset "
+                        f"{first.dataset} is {data.kind}: use {suggestion}")
+    device = torch.device(first.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda was asked for but torch sees no CUDA device; use --device cpu")
-    torch.manual_seed(spec.seed)
-    model, inference = model_spec.build(data.num_features, data.train_mean)
-    algorithm = algorithms.build(spec.algorithm, model, inference, spec.options)
-    return Built(spec, data, model_spec, algorithm.to(device), device)
+    generators = [torch.Generator().manual_seed(spec.seed) for spec in specs]
+    model, inference = model_spec.build(data.num_features, data.train_mean, generators, dtype)
+    cls = classes[0][0]
+    algorithm = cls(model, inference, [options for _, options in classes], generators)
+    return Built(specs, data, model_spec, algorithm.to(device), device)
+
+
+# -- one run's slice of the stacked state ------------------------------------------------------
+
+def run_state(module: torch.nn.Module, r: int) -> dict[str, torch.Tensor]:
+    """Run r's slice of every tensor in the module's state_dict (a compact copy)."""
+    return {name: value[r].detach().clone() for name, value in module.state_dict().items()}
+
+
+@torch.no_grad()
+def load_run_state(module: torch.nn.Module, r: int, state: dict[str, torch.Tensor]) -> None:
+    own = module.state_dict()
+    if set(own) != set(state):
+        missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        raise UserError(f"saved parameters do not fit this run (missing {missing[:3]}, "
+                        f"unexpected {extra[:3]}): they were written by another version")
+    for name, value in state.items():
+        own[name][r].copy_(value)
+
+
+def load_best(built: Built, path: Path, r: int = 0) -> dict:
+    """Load a run's best parameters (best.pt) into slice r of a built estimator."""
+    try:
+        saved = torch.load(path, map_location=built.device, weights_only=False)
+        load_run_state(built.algorithm, r, saved["algorithm"])
+    except UserError:
+        raise
+    except Exception as error:
+        raise UserError(f"cannot read {path} ({error}); train the run again") from None
+    return saved
 
 
 @dataclass
@@ -89,44 +153,81 @@ class TrainState:
     curve: list[dict] = field(default_factory=list)
 
 
-def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """A compact copy of a module's state: with the fused engine parameters are views into stacks
-    shared by several runs, and deepcopy or torch.save of a view would copy the whole stack."""
-    return {name: value.detach().clone() for name, value in module.state_dict().items()}
+class Run:
+    """One run's own bookkeeping within a group: its spec, directory, data order, noise stream,
+    learning rates, progress and best parameters."""
 
-
-def choose_engine(spec: RunSpec, algorithm) -> str:
-    reason = unsupported_reason(algorithm, spec.optimizer)
-    if spec.engine == "fused" and reason is not None:
-        raise UserError(f"engine=fused cannot train this run: {reason}; use engine=auto or autograd")
-    return "fused" if spec.engine != "autograd" and reason is None else "autograd"
-
-
-class Trainer:
-    def __init__(self, built: Built, out_dir: Path, progress: bool = True,
-                 own_engine: bool = True):
-        self.built = built
-        self.spec = built.spec
+    def __init__(self, spec: RunSpec, out_dir: Path, index: int, options, algorithm, device,
+                 num_rows: int):
+        self.spec = spec
         self.out_dir = Path(out_dir)
-        self.progress = progress
-        self.algorithm = built.algorithm
-        groups = self.algorithm.parameter_groups()
-        scales = self.algorithm.learning_rate_scales()
-        base_rate = self.spec.resolved_learning_rate
-        self.learning_rates = {g: base_rate * scales[g] for g in groups}
-        self.optimizers = {g: make_optimizer(self.spec.optimizer, params, self.learning_rates[g])
-                           for g, params in groups.items()}
-        self.generator = torch.Generator(device=built.device).manual_seed(self.spec.seed)
+        self.index = index
+        self.options = options
+        base_rate = spec.resolved_learning_rate
+        self.learning_rates = {g: base_rate * scale
+                               for g, scale in algorithm.learning_rate_scales(options).items()}
+        self.generator = torch.Generator(device=device).manual_seed(spec.seed)
         self.state = TrainState()
+        self.num_rows = num_rows
+        self.order = self.epoch_order(0)
+        self.best_parameters: dict | None = None
+
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        # A function of (seed, epoch) alone, so a resumed run sees the same minibatches.
+        return np.random.default_rng([self.spec.seed, epoch]).permutation(self.num_rows)
+
+    def next_rows(self) -> np.ndarray:
+        state, size = self.state, self.spec.batch_size
+        if state.position + size > self.order.shape[0]:
+            state.epoch += 1
+            state.position = 0
+            self.order = self.epoch_order(state.epoch)
+        index = self.order[state.position:state.position + size]
+        state.position += size
+        return index
+
+    def wants_update(self) -> bool:
+        return self.state.update < self.spec.updates and self.state.status == "running"
+
+    def due_for_evaluation(self) -> bool:
+        update = self.state.update
+        return update % self.spec.eval_interval == 0 or update == self.spec.updates
+
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / CHECKPOINT
+
+
+class RunGroup:
+    """R runs trained as one computation; `train()` is the loop, `update()` one update of every
+    run that still wants one."""
+
+    def __init__(self, built: Built, out_dirs, progress: bool = True):
+        self.built = built
+        self.algorithm = built.algorithm
+        self.progress = progress
+        self.specs = built.specs
+        if len(out_dirs) != len(self.specs):
+            raise ValueError("one output directory per run")
         self.train_rows = self._training_rows()
-        self.order = self._epoch_order(0)
-        self.parameters = [p for group in self.algorithm.parameter_groups().values() for p in group]
-        self.engine = choose_engine(self.spec, self.algorithm)
-        self.runs_in_batch = 1
-        # With own_engine=False a shared engine (bench/batched.py) stacks this run's parameters.
-        self.fused = (FusedSGD([self.algorithm], [self.learning_rates])
-                      if self.engine == "fused" and own_engine else None)
-        self.best_parameters = snapshot(self.algorithm)
+        num_rows = self.train_rows.shape[0]
+        self.runs = [Run(spec, out_dir, r, options, self.algorithm, built.device, num_rows)
+                     for r, (spec, out_dir, options)
+                     in enumerate(zip(self.specs, out_dirs, self.algorithm.options, strict=True))]
+        groups = self.algorithm.parameter_groups()
+        reference = self.algorithm.model.prior.bias
+        rates = {g: torch.tensor([run.learning_rates.get(g, 0.0) for run in self.runs],
+                                 dtype=reference.dtype, device=reference.device) for g in groups}
+        self.optimizer = RunOptimizer(self.specs[0].optimizer, groups, rates)
+        self.buffers = [b for _, b in self.algorithm.named_buffers()
+                        if b.dim() and b.shape[0] == len(self.runs)]
+        self.batch = torch.zeros(len(self.runs), self.specs[0].batch_size,
+                                 built.data.num_features, device=built.device, dtype=reference.dtype)
+        for run in self.runs:
+            run.best_parameters = run_state(self.algorithm, run.index)
+
+    @property
+    def num_runs(self) -> int:
+        return len(self.runs)
 
     def _training_rows(self):
         rows = self.built.data.train
@@ -134,63 +235,111 @@ class Trainer:
             return rows.tocsr()  # documents stay sparse; minibatches are made dense
         return rows_as_tensor(rows, torch.float32, self.built.device)
 
-    # -- data order ----------------------------------------------------------------------------
-    def _epoch_order(self, epoch: int) -> np.ndarray:
-        # A function of (seed, epoch) alone, so a resumed run sees the same minibatches.
-        return np.random.default_rng([self.spec.seed, epoch]).permutation(self.train_rows.shape[0])
-
-    def _next_batch(self) -> torch.Tensor:
-        state, size = self.state, self.spec.batch_size
-        if state.position + size > self.order.shape[0]:
-            state.epoch += 1
-            state.position = 0
-            self.order = self._epoch_order(state.epoch)
-        index = self.order[state.position:state.position + size]
-        state.position += size
+    def _rows(self, index: np.ndarray) -> torch.Tensor:
         if isinstance(self.train_rows, torch.Tensor):
             # index_select: about 30% faster than advanced indexing for 20 rows of MNIST
             return self.train_rows.index_select(0, torch.from_numpy(index).to(self.train_rows.device))
         return rows_as_tensor(self.train_rows[index], torch.float32, self.built.device)
 
+    # -- one update ----------------------------------------------------------------------------
     def update(self) -> bool:
-        """One update: the next minibatch, the algorithm's step, one backward pass through the sum
-        of its per-group losses, one optimizer step per group (or the same by the fused engine).
-        Returns False, changing nothing, when the loss or the training bound is not finite (the
-        run has diverged)."""
-        if self.fused is not None:
-            bound = self.fused.step(self._next_batch().unsqueeze(0), [self.generator])
-            if not math.isfinite(bound.item()):
-                return False
-            self.state.update += 1
-            return True
-        result = self.algorithm.step(self._next_batch(), self.generator)
-        loss = sum(result.losses.values())
-        if not torch.isfinite(loss) or not math.isfinite(result.metrics.get("bound", 0.0)):
+        """One update of every run that wants one; False when none does. A run whose training
+        bound is not finite is left unchanged and marked diverged."""
+        active = [run.wants_update() for run in self.runs]
+        if not any(active):
             return False
-        for parameter in self.parameters:
-            parameter.grad = None
-        loss.backward()
-        for optimizer in self.optimizers.values():
-            optimizer.step()
-        self.state.update += 1
+        started = time.perf_counter()
+        for run, wanted in zip(self.runs, active, strict=True):
+            if wanted:
+                self.batch[run.index] = self._rows(run.next_rows())
+        x = self.batch
+        request = self.algorithm.noise(x)
+        generators = [run.generator if wanted else None for run, wanted in zip(self.runs, active,
+                                                                                strict=True)]
+        noise = draw_noise(request, generators, x.dtype, x.device, active=active)
+        kept = [b.clone() for b in self.buffers]
+        result = self.algorithm.step(x, noise)
+        bound = result.metrics["bound"].detach()
+        finite = torch.isfinite(bound)
+        all_ok = all(active) and bool(finite.all())
+        ok = None if all_ok else finite & torch.tensor(active, device=bound.device)
+        self.optimizer.zero_grad()
+        sum(result.losses.values()).backward()
+        self.optimizer.step(ok)
+        if ok is not None:  # runs that did not move keep their estimator state too
+            with torch.no_grad():
+                for buffer, old in zip(self.buffers, kept, strict=True):
+                    keep = (~ok).view(-1, *([1] * (buffer.dim() - 1)))
+                    buffer.copy_(torch.where(keep, old, buffer))
+        elapsed = time.perf_counter() - started
+        finite_list = finite.tolist()
+        for run, wanted, is_finite in zip(self.runs, active, finite_list, strict=True):
+            if not wanted:
+                continue
+            if not is_finite:
+                run.state.status = "diverged"
+                continue
+            run.state.update += 1
+            run.state.train_seconds += elapsed
+        due = [run for run, wanted, is_finite in zip(self.runs, active, finite_list, strict=True)
+               if wanted and is_finite and run.due_for_evaluation()]
+        if due:
+            self.validate(due)
+            for run in due:
+                self.save_checkpoint(run)
         return True
 
+    # -- evaluation ----------------------------------------------------------------------------
+    def evaluate(self, split: str, runs: list[Run], bound: str = "elbo",
+                 num_samples: int | None = None, seed_offsets: list[int] | None = None,
+                 limit: int | None = None) -> dict[int, Evaluation]:
+        """The bound of the current parameters on a split, for the given runs (every run of the
+        group is scored in one computation; each given run with its own seeded stream)."""
+        data = self.built.data
+        rows = getattr(data, split)
+        if limit is not None:
+            rows = rows[:limit]
+        offsets = dict(zip([run.index for run in runs], seed_offsets or [0] * len(runs),
+                           strict=True))
+        seeds = [run.spec.seed * 1_000_003 + offsets.get(run.index, 0) for run in self.runs]
+        model, inference = self.algorithm.model, self.algorithm.inference
+        evaluations = evaluate_runs(model, inference, rows, bound,
+                                    num_samples or self.specs[0].eval_samples, seeds=seeds,
+                                    device=self.built.device, counts=data.kind == "counts")
+        return {run.index: evaluations[run.index] for run in runs}
+
+    def validate(self, runs: list[Run]) -> None:
+        started = time.perf_counter()
+        evaluations = self.evaluate("valid", runs, seed_offsets=[run.state.update for run in runs],
+                                    limit=self.specs[0].eval_examples)
+        seconds = time.perf_counter() - started
+        for run in runs:
+            state, evaluation = run.state, evaluations[run.index]
+            state.eval_seconds += seconds
+            point = {"update": state.update, "epoch": state.epoch, "valid_bound": evaluation.mean}
+            if evaluation.perplexity is not None:
+                point["valid_perplexity"] = evaluation.perplexity
+            state.curve.append(point)
+            if not math.isfinite(evaluation.mean):
+                state.status = "diverged"
+            elif evaluation.mean > state.best_bound:
+                state.best_bound = evaluation.mean
+                state.best_update = state.update
+                run.best_parameters = run_state(self.algorithm, run.index)
+
     # -- checkpoints ---------------------------------------------------------------------------
-    def checkpoint_path(self) -> Path:
-        return self.out_dir / CHECKPOINT
-
-    def save_checkpoint(self) -> None:
+    def save_checkpoint(self, run: Run) -> None:
         atomic_torch_save({
-            "identity": self.spec.identity(),
-            "algorithm": snapshot(self.algorithm),
-            "optimizers": {g: opt.state_dict() for g, opt in self.optimizers.items()},
-            "generator": self.generator.get_state(),
-            "state": self.state.__dict__,
-            "best_parameters": self.best_parameters,
-        }, self.checkpoint_path())
+            "identity": run.spec.identity(),
+            "algorithm": run_state(self.algorithm, run.index),
+            "optimizer": self.optimizer.run_state(run.index),
+            "generator": run.generator.get_state(),
+            "state": run.state.__dict__,
+            "best_parameters": run.best_parameters,
+        }, run.checkpoint_path())
 
-    def try_resume(self) -> bool:
-        path = self.checkpoint_path()
+    def try_resume(self, run: Run) -> bool:
+        path = run.checkpoint_path()
         if not path.exists():
             return False
         try:
@@ -198,120 +347,81 @@ class Trainer:
         except Exception as error:  # a checkpoint we cannot read is reported, never overwritten
             raise UserError(f"cannot read checkpoint {path} ({error}); move it away or delete it "
                             f"to start this run again") from None
-        if checkpoint["identity"] != self.spec.identity():
-            raise UserError(f"{self.out_dir} holds a run with a different configuration; use another "
-                            f"--out directory, or delete {path} to start again")
-        self.algorithm.load_state_dict(checkpoint["algorithm"])
-        for group, optimizer in self.optimizers.items():
-            optimizer.load_state_dict(checkpoint["optimizers"][group])
-        self.generator.set_state(checkpoint["generator"].cpu() if self.built.device.type == "cpu"
-                                 else checkpoint["generator"])
-        self.state = TrainState(**checkpoint["state"])
-        self.best_parameters = checkpoint["best_parameters"]
-        self.order = self._epoch_order(self.state.epoch)
+        if checkpoint.get("identity") != run.spec.identity() or "optimizer" not in checkpoint:
+            raise UserError(f"{run.out_dir} holds a run with a different configuration or from "
+                            f"another version; use another --out directory, or delete {path} to "
+                            f"start again")
+        load_run_state(self.algorithm, run.index, checkpoint["algorithm"])
+        self.optimizer.load_run_state(run.index, checkpoint["optimizer"])
+        generator_state = checkpoint["generator"]
+        run.generator.set_state(generator_state.cpu() if self.built.device.type == "cpu"
+                                else generator_state)
+        run.state = TrainState(**checkpoint["state"])
+        run.best_parameters = checkpoint["best_parameters"]
+        run.order = run.epoch_order(run.state.epoch)
         return True
 
-    # -- evaluation ----------------------------------------------------------------------------
-    def evaluate_split(self, split: str, bound: str = "elbo", num_samples: int | None = None,
-                       seed_offset: int = 0, limit: int | None = None) -> Evaluation:
-        data = self.built.data
-        rows = getattr(data, split)
-        if limit is not None:
-            rows = rows[:limit]
-        model, inference = self.algorithm.model, self.algorithm.inference
-        return evaluate(model, inference, rows, bound, num_samples or self.spec.eval_samples,
-                        seed=self.spec.seed * 1_000_003 + seed_offset, device=self.built.device,
-                        counts=data.kind == "counts")
-
-    def _validate(self) -> float:
-        started = time.perf_counter()
-        evaluation = self.evaluate_split("valid", seed_offset=self.state.update,
-                                         limit=self.spec.eval_examples)
-        self.state.eval_seconds += time.perf_counter() - started
-        bound = evaluation.mean
-        point = {"update": self.state.update, "epoch": self.state.epoch, "valid_bound": bound}
-        if evaluation.perplexity is not None:
-            point["valid_perplexity"] = evaluation.perplexity
-        self.state.curve.append(point)
-        if not math.isfinite(bound):
-            self.state.status = "diverged"
-        elif bound > self.state.best_bound:
-            self.state.best_bound = bound
-            self.state.best_update = self.state.update
-            self.best_parameters = snapshot(self.algorithm)
-        return bound
-
     # -- the loop ------------------------------------------------------------------------------
-    def train(self) -> TrainState:
-        """Run until `spec.updates` updates (or divergence); resumes from a checkpoint if present."""
+    def begin(self) -> None:
+        """Resume every run from its checkpoint, or measure its curve's starting point."""
+        fresh = []
+        for run in self.runs:
+            run.out_dir.mkdir(parents=True, exist_ok=True)
+            resumed = self.try_resume(run)
+            if run.state.status == "complete" and run.state.update < run.spec.updates:
+                run.state.status = "running"  # a larger budget extends a finished run
+            if not resumed:
+                fresh.append(run)
+        if fresh:
+            self.validate(fresh)
+
+    def train(self, log=None) -> list[TrainState]:
+        """Run every run to its budget (or divergence); resumes from checkpoints if present."""
         self.begin()
-        bar = make_progress(self.spec.updates, self.state.update, self.progress, self.spec.run_name())
+        remaining = max(run.spec.updates - run.state.update for run in self.runs)
+        bar = make_progress(max(0, remaining), 0, self.progress, self.description())
         try:
-            while self.wants_update():
-                started = time.perf_counter()
-                if not self.update():
-                    self.state.status = "diverged"
-                    break
-                self.state.train_seconds += time.perf_counter() - started
-                self.after_update(bar)
+            while self.update():
+                if bar is not None:
+                    bar.update(1)
+                    if self.num_runs == 1 and self.runs[0].state.curve:
+                        last = self.runs[0].state
+                        bar.set_postfix(valid=f"{last.curve[-1]['valid_bound']:.2f}",
+                                        best=f"{last.best_bound:.2f}", refresh=False)
         finally:
             if bar is not None:
                 bar.close()
         return self.end()
 
-    def begin(self) -> None:
-        """Resume from the checkpoint, or measure the curve's starting point."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        resumed = self.try_resume()
-        if self.state.status == "complete" and self.state.update < self.spec.updates:
-            self.state.status = "running"  # a larger budget extends a finished run
-        if not resumed:
-            self._validate()
+    def description(self) -> str:
+        if self.num_runs == 1:
+            return self.runs[0].spec.run_name()
+        return f"{self.num_runs} runs of {self.algorithm.name}"
 
-    def wants_update(self) -> bool:
-        return self.state.update < self.spec.updates and self.state.status == "running"
+    def end(self) -> list[TrainState]:
+        for run in self.runs:
+            if run.state.status == "running":
+                run.state.status = "complete"
+            self.save_checkpoint(run)
+            write_curve(run)
+        return [run.state for run in self.runs]
 
-    def after_update(self, bar=None) -> None:
-        """Progress, and at every eval interval the validation bound, early stopping and a
-        checkpoint."""
-        state, spec = self.state, self.spec
-        if bar is not None:
-            bar.update(1)
-        if state.update % spec.eval_interval == 0 or state.update == spec.updates:
-            bound = self._validate()
-            if bar is not None:
-                bar.set_postfix(valid=f"{bound:.2f}", best=f"{state.best_bound:.2f}", refresh=False)
-            self.save_checkpoint()
+    def restore_best(self, runs: list[Run]) -> None:
+        for run in runs:
+            load_run_state(self.algorithm, run.index, run.best_parameters)
 
-    def end(self) -> TrainState:
-        if self.state.status == "running":
-            self.state.status = "complete"
-        self.save_checkpoint()
-        self.write_curve()
-        return self.state
-
-    def restore_best(self) -> None:
-        self.algorithm.load_state_dict(self.best_parameters)
-
-    def write_curve(self) -> None:
-        keys = ["update", "epoch", "valid_bound"]
-        if any("valid_perplexity" in point for point in self.state.curve):
-            keys.append("valid_perplexity")
-        lines = [",".join(keys)]
-        lines += [",".join(repr(point.get(key, "")) for key in keys) for point in self.state.curve]
-        atomic_write_text(self.out_dir / CURVE, "\n".join(lines) + "\n")
-
-    def save_best(self) -> None:
-        atomic_torch_save({"spec": self.spec.to_dict(), "algorithm": self.best_parameters},
-                          self.out_dir / BEST)
+    def save_best(self, run: Run) -> None:
+        atomic_torch_save({"spec": run.spec.to_dict(), "algorithm": run.best_parameters},
+                          run.out_dir / BEST)
 
 
-def make_optimizer(name: str, params, learning_rate: float) -> torch.optim.Optimizer:
-    # Gradient ascent on the bound = descent on the surrogate losses.
-    # foreach: one call per group instead of one per tensor (the step is overhead-bound at batch 20).
-    if name == "adam":
-        return torch.optim.Adam(params, lr=learning_rate, foreach=True)
-    return torch.optim.SGD(params, lr=learning_rate, foreach=True)
+def write_curve(run: Run) -> None:
+    keys = ["update", "epoch", "valid_bound"]
+    if any("valid_perplexity" in point for point in run.state.curve):
+        keys.append("valid_perplexity")
+    lines = [",".join(keys)]
+    lines += [",".join(repr(point.get(key, "")) for key in keys) for point in run.state.curve]
+    atomic_write_text(run.out_dir / CURVE, "\n".join(lines) + "\n")
 
 
 def make_progress(total: int, initial: int, enabled: bool, description: str):

@@ -6,8 +6,9 @@ These are the ground truth that the estimators and the evaluation path are teste
     ELBO(x)       = sum_h Q(h|x) [log P(x, h) - log Q(h|x)]                       (Eq. 1)
     sleep(θ, φ)   = sum_{x, h} P(x, h) log Q(h|x)       (the objective whose φ-gradient is Eq. 13)
 
-All are differentiable, so autograd gives the exact gradients. Shapes: configurations are
-(M, 1, H_i) with M = 2^(total latents), broadcast against x of shape (B, D); results are (B,).
+All are differentiable, so autograd gives the exact gradients. Models hold R runs: configurations
+are (1, M, 1, H_i) with M = 2^(total latents), shared by every run and broadcast against x of shape
+(R|1, B, D); results are (R, B), or (R,) for the sleep objective.
 """
 
 from __future__ import annotations
@@ -34,12 +35,12 @@ def _check_size(latent_sizes) -> int:
 
 
 def latent_configurations(latent_sizes, dtype, device=None, chunk_size: int = 65536):
-    """Yield chunks of joint configurations as lists of per-layer tensors, each (M_chunk, 1, H_i)."""
+    """Yield chunks of joint configurations as lists of per-layer tensors, each (1, M_chunk, 1, H_i)."""
     total = _check_size(latent_sizes)
     all_configs = binary_configurations(total, dtype, device)
     for start in range(0, all_configs.shape[0], chunk_size):
         chunk = all_configs[start:start + chunk_size]
-        yield [part.unsqueeze(1) for part in torch.split(chunk, list(latent_sizes), dim=-1)]
+        yield [part.unsqueeze(1).unsqueeze(0) for part in torch.split(chunk, list(latent_sizes), dim=-1)]
 
 
 def _chunk_for(batch_size: int) -> int:
@@ -51,16 +52,16 @@ def exact_log_likelihood(model, x: Tensor) -> Tensor:
     """log P(x) for each row of x, by enumeration."""
     chunks = [model.log_joint(x, h)
               for h in latent_configurations(model.latent_sizes, x.dtype, x.device,
-                                             _chunk_for(x.shape[0]))]
-    return torch.logsumexp(torch.cat(chunks, 0), 0)
+                                             _chunk_for(x.shape[-2]))]
+    return torch.logsumexp(torch.cat(chunks, 1), 1)
 
 
 def exact_elbo(model, inference, x: Tensor) -> Tensor:
     """The variational bound sum_h Q(h|x) [log P(x,h) - log Q(h|x)] for each row of x."""
-    total = torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
-    for h in latent_configurations(model.latent_sizes, x.dtype, x.device, _chunk_for(x.shape[0])):
+    total = 0.0
+    for h in latent_configurations(model.latent_sizes, x.dtype, x.device, _chunk_for(x.shape[-2])):
         log_q = inference.log_prob(x, h)
-        total = total + (log_q.exp() * (model.log_joint(x, h) - log_q)).sum(0)
+        total = total + (log_q.exp() * (model.log_joint(x, h) - log_q)).sum(1)
     return total
 
 
@@ -73,10 +74,10 @@ def exact_sleep_objective(model, inference) -> Tensor:
         raise ValueError("the exact sleep objective enumerates x: binary visibles only")
     _check_size(tuple(model.latent_sizes) + (model.num_features,))
     dtype = model.prior.bias.dtype
-    xs = binary_configurations(model.num_features, dtype, model.prior.bias.device)
+    xs = binary_configurations(model.num_features, dtype, model.prior.bias.device).unsqueeze(0)
     total = 0.0
-    for h in latent_configurations(model.latent_sizes, dtype, xs.device, _chunk_for(xs.shape[0])):
-        log_joint = model.log_joint(xs, h)  # (M, 2^D)
-        total = total + (log_joint.exp() * inference.log_prob(xs, h)).sum()
+    for h in latent_configurations(model.latent_sizes, dtype, xs.device, _chunk_for(xs.shape[1])):
+        log_joint = model.log_joint(xs, h)  # (R, M, 2^D)
+        total = total + (log_joint.exp() * inference.log_prob(xs, h)).sum((1, 2))
     return total
 

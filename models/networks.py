@@ -9,8 +9,10 @@ The model specs write layers deepest first, as the paper's tables do ("sbn:200-2
 
 Both return log-probabilities per layer, so that an algorithm can build the local learning signals
 of Eq. 12, and both score latents they did not sample (the sleep phase and exact enumeration need
-that). Shapes: x is (..., B, D); each h[i] is (S, B, H_i) or (B, H_i); every returned term has the
-broadcast batch shape (S, B) or (B,).
+that). Both hold R runs of one architecture (models/layers.py): every tensor leads with the run
+dimension. Shapes: x is (R|1, B, D); each h[i] is (R, S, B, H_i) or (R, B, H_i); every returned term
+has the broadcast shape (R, S, B) or (R, B). Sampling takes explicit noise, one tensor per layer in
+the order of `noise(...)`.
 """
 
 from __future__ import annotations
@@ -21,44 +23,54 @@ import torch
 from torch import Tensor, nn
 
 from models.layers import LogisticLayer, SoftmaxLayer, logit
+from models.noise import Noise
 
 
 class BeliefNet(nn.Module):
     """A directed model with binary latent layers: SBN, fDARN, and their document versions.
 
     `prior_autoregressive` gives the top layer's prior connections between its units (fDARN);
-    `visible` is 'bernoulli' (binary images) or 'multinomial' (bags of words).
+    `visible` is 'bernoulli' (binary images) or 'multinomial' (bags of words). `generators` holds
+    one generator per run for the initial weights (its length is the number of runs R).
     """
 
     def __init__(self, latent_sizes: Sequence[int], num_features: int, visible: str = "bernoulli",
-                 prior_autoregressive: bool = False, init_scale: float = 0.01):
+                 prior_autoregressive: bool = False, init_scale: float = 0.01,
+                 generators: Sequence = (None,), dtype=torch.float32):
         super().__init__()
+        if visible not in ("bernoulli", "multinomial"):
+            raise ValueError(f"unknown visible layer {visible!r}; valid: bernoulli, multinomial")
         self.latent_sizes = tuple(latent_sizes)  # bottom-up: latent_sizes[0] feeds x
         self.num_features = num_features
         self.visible_kind = visible
+        common = {"init_scale": init_scale, "generators": generators, "dtype": dtype}
         self.prior = LogisticLayer(self.latent_sizes[-1], 0, autoregressive=prior_autoregressive,
-                                   init_scale=init_scale)
+                                   **common)
         # conditionals[i] is P(h^{i+1} | h^{i+2}) in the paper's 1-based names: h[i] given h[i+1].
         self.conditionals = nn.ModuleList(
-            LogisticLayer(below, above, init_scale=init_scale)
+            LogisticLayer(below, above, **common)
             for below, above in zip(self.latent_sizes[:-1], self.latent_sizes[1:], strict=True)
         )
         if visible == "bernoulli":
-            self.visible = LogisticLayer(num_features, self.latent_sizes[0], init_scale=init_scale)
-        elif visible == "multinomial":
-            self.visible = SoftmaxLayer(num_features, self.latent_sizes[0], init_scale=init_scale)
+            self.visible = LogisticLayer(num_features, self.latent_sizes[0], **common)
         else:
-            raise ValueError(f"unknown visible layer {visible!r}; valid: bernoulli, multinomial")
+            self.visible = SoftmaxLayer(num_features, self.latent_sizes[0], **common)
+
+    @property
+    def num_runs(self) -> int:
+        return self.prior.num_runs
 
     def init_visible_bias(self, feature_mean: Tensor) -> None:
         """Start the visible layer at the data's marginals: logit of the mean pixel, or the log of
         each word's share of all words (a standard start that saves many early updates)."""
+        mean = torch.as_tensor(feature_mean, dtype=torch.float64)
         with torch.no_grad():
             if self.visible_kind == "bernoulli":
-                self.visible.bias.copy_(logit(feature_mean))
+                start = logit(mean)
             else:
-                share = feature_mean / feature_mean.sum().clamp_min(1e-12)
-                self.visible.bias.copy_(torch.log(share.clamp_min(1e-6)))
+                share = mean / mean.sum().clamp_min(1e-12)
+                start = torch.log(share.clamp_min(1e-6))
+            self.visible.bias.copy_(start.to(self.visible.bias.dtype).expand_as(self.visible.bias))
 
     def log_prob_terms(self, x: Tensor, h: Sequence[Tensor]) -> list[Tensor]:
         """[log P(x | h^1), log P(h^1 | h^2), ..., log P(h^n)]: index k is the term of layer k
@@ -71,40 +83,50 @@ class BeliefNet(nn.Module):
     def log_joint(self, x: Tensor, h: Sequence[Tensor]) -> Tensor:
         return sum(self.log_prob_terms(x, h))
 
-    def sample_like(self, x: Tensor, generator=None) -> tuple[Tensor, list[Tensor]]:
-        """Fantasies shaped like the minibatch x: one per row, and for a multinomial visible layer
-        with the length of the matching document (the sleep phase needs nothing else)."""
-        lengths = x.sum(-1) if self.visible_kind == "multinomial" else None
-        return self.sample(x.shape[:-1], generator, lengths)
-
-    def sample(self, batch_shape, generator=None, lengths: Tensor | None = None
-               ) -> tuple[Tensor, list[Tensor]]:
-        """Ancestral sample (x, [h^1, ..., h^n]); documents need `lengths` (one per example)."""
-        batch_shape = tuple(batch_shape)
-        top = self.prior.sample(None, batch_shape, generator)
-        h = [top]
-        for layer in reversed(self.conditionals):
-            h.insert(0, layer.sample(h[0], generator=generator))
+    def noise(self, *batch_shape, lengths: Tensor | None = None) -> list[Noise]:
+        """What `sample` needs: the prior, the conditionals top-down, the visible layer (documents:
+        one uniform per word, for `lengths` (R, *batch))."""
+        latent = [self.prior.noise(*batch_shape)]
+        latent += [layer.noise(*batch_shape) for layer in reversed(self.conditionals)]
         if self.visible_kind == "multinomial":
-            x = self.visible.sample(h[0], generator=generator, lengths=lengths)
-        else:
-            x = self.visible.sample(h[0], generator=generator)
-        return x, h
+            return latent + [self.visible.noise(lengths)]
+        return latent + [self.visible.noise(*batch_shape)]
+
+    def noise_like(self, x: Tensor) -> list[Noise]:
+        """The noise of fantasies shaped like the minibatch x (R, B, D): one per row, and for
+        documents with the length of the matching document (the sleep phase needs nothing else)."""
+        return self.noise(*x.shape[1:-1], lengths=self.lengths_like(x))
+
+    def lengths_like(self, x: Tensor) -> Tensor | None:
+        return x.sum(-1) if self.visible_kind == "multinomial" else None
+
+    @torch.no_grad()
+    def sample(self, noise: Sequence[Tensor], lengths: Tensor | None = None
+               ) -> tuple[Tensor, list[Tensor]]:
+        """Ancestral sample (x, [h^1, ..., h^n]) from noise shaped as `noise(...)` asks."""
+        h = [self.prior.sample(None, noise[0])]
+        for layer, layer_noise in zip(reversed(self.conditionals), noise[1:-1], strict=True):
+            h.insert(0, layer.sample(h[0], layer_noise))
+        if self.visible_kind == "multinomial":
+            return self.visible.sample(h[0], noise[-1], lengths), h
+        return self.visible.sample(h[0], noise[-1]), h
 
 
 class InferenceNet(nn.Module):
     """Q(h | x) mirroring the model layer by layer (Eq. 11), factorial or autoregressive within
     each layer (Table 2). The data is centred by the training-set mean before it enters (§4.2);
-    deeper layers see the binary samples of the layer below as they are.
+    deeper layers see the binary samples of the layer below as they are. The mean is kept in
+    float64, so a float64 network is centred by the exact mean.
 
     An autoregressive Q starts as the factorial one: its within-layer weights U start at zero
     (the paper does not say how it initialised them). Random U of the factorial weights' scale
     (std 0.1 on MNIST) gave Q within-layer couplings as large as the data's own contribution to
     the logits, which plain SGD at the inference network's rate had not undone after 20,000
-    updates: autoregressive Q then lost to factorial Q on every Table 2 model (README)."""
+    updates: autoregressive Q then lost to factorial Q on every Table 2 model (results/README.md)."""
 
     def __init__(self, num_features: int, latent_sizes: Sequence[int], autoregressive: bool = False,
-                 input_mean: Tensor | None = None, init_scale: float = 0.01):
+                 input_mean: Tensor | None = None, init_scale: float = 0.01,
+                 generators: Sequence = (None,), dtype=torch.float32):
         super().__init__()
         self.latent_sizes = tuple(latent_sizes)  # bottom-up, as in BeliefNet
         self.num_features = num_features
@@ -112,29 +134,46 @@ class InferenceNet(nn.Module):
         contexts = (num_features,) + self.latent_sizes[:-1]
         self.layers = nn.ModuleList(
             LogisticLayer(size, context, autoregressive=autoregressive, init_scale=init_scale,
-                          autoregressive_init_scale=0.0)
+                          autoregressive_init_scale=0.0, generators=generators, dtype=dtype)
             for size, context in zip(self.latent_sizes, contexts, strict=True)
         )
-        mean = torch.zeros(num_features) if input_mean is None else torch.as_tensor(input_mean)
-        self.register_buffer("input_mean", mean.clone().float())
+        mean = (torch.zeros(num_features, dtype=torch.float64) if input_mean is None
+                else torch.as_tensor(input_mean, dtype=torch.float64))
+        self.register_buffer("input_mean", mean.clone().expand(len(generators), -1).clone())
+
+    def _apply(self, fn, recurse=True):
+        # The centring mean stays float64 whatever dtype the network is moved to (only its device
+        # follows): a float64 network must not be centred by a float32-rounded mean.
+        mean = self.input_mean
+        result = super()._apply(fn, recurse)
+        moved = fn(mean)
+        self.input_mean = mean.to(moved.device)
+        return result
+
+    @property
+    def num_runs(self) -> int:
+        return self.layers[0].num_runs
 
     def centre(self, x: Tensor) -> Tensor:
-        return x - self.input_mean.to(x.dtype)
+        """x - mean, (R, *batch, D) for x (R|1, *batch, D)."""
+        return x - align_mean(self.input_mean, x.dim()).to(x.dtype)
 
-    def sample(self, x: Tensor, num_samples: int | None = None, generator=None
-               ) -> tuple[list[Tensor], list[Tensor]]:
-        """Draw h ~ Q(h | x) and return (h, [log Q(h^1|x), log Q(h^2|h^1), ...]).
+    def noise(self, *batch_shape) -> list[Noise]:
+        """What `sample` needs for latents of batch shape (B,) or (S, B): one uniform per unit."""
+        return [layer.noise(*batch_shape) for layer in self.layers]
 
-        With `num_samples` S the latents get a leading sample dimension: (S, B, H_i).
+    def sample(self, x: Tensor, noise: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """Draw h ~ Q(h | x) from the noise and return (h, [log Q(h^1|x), log Q(h^2|h^1), ...]).
+
+        With noise of batch shape (S, B) the latents get a sample dimension: (R, S, B, H_i).
         The samples carry no gradient; the log-probabilities do (for score-function estimators).
         """
-        context = self.centre(x)
         # The data is the same for every sample: the first layer's logits are computed once per
         # example and broadcast over the samples.
-        batch_shape = context.shape[:-1] if num_samples is None else (num_samples, *context.shape[:-1])
+        context = self.centre(x)
         h, log_q = [], []
-        for layer in self.layers:
-            value, log_prob = layer.sample_with_log_prob(context, batch_shape, generator)
+        for layer, layer_noise in zip(self.layers, noise, strict=True):
+            value, log_prob = layer.sample_with_log_prob(context, layer_noise)
             h.append(value)
             log_q.append(log_prob)
             context = value
@@ -148,3 +187,8 @@ class InferenceNet(nn.Module):
 
     def log_prob(self, x: Tensor, h: Sequence[Tensor]) -> Tensor:
         return sum(self.log_prob_terms(x, h))
+
+
+def align_mean(mean: Tensor, ndim: int) -> Tensor:
+    """(R, D) -> (R, 1, ..., D) with `ndim` dimensions."""
+    return mean.reshape(mean.shape[0], *([1] * (ndim - 2)), mean.shape[-1])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from bench.errors import UserError, unknown_name
@@ -71,15 +72,21 @@ class ModelSpec:
         spec.validate()
         return spec
 
-    def build(self, num_features: int, feature_mean=None) -> tuple[BeliefNet, InferenceNet]:
-        """The model and its inference network; `feature_mean` (the training-set mean vector) centres
-        the inference network's input and starts the visible biases at the data's marginals."""
+    def build(self, num_features: int, feature_mean=None, generators=(None,),
+              dtype=torch.float32) -> tuple[BeliefNet, InferenceNet]:
+        """The model and its inference network for one run per generator (R = len(generators)),
+        each run's initial weights drawn from its own generator: model first (prior, conditionals
+        top-down, visible), then the inference network. `feature_mean` (the training-set mean
+        vector) centres the inference network's input, in float64, and starts the visible biases at
+        the data's marginals."""
         visible, prior_autoregressive, _, _ = FAMILIES[self.family]
         bottom_up = tuple(reversed(self.layers))
-        model = BeliefNet(bottom_up, num_features, visible, prior_autoregressive, self.init_scale)
-        mean = None if feature_mean is None else torch.as_tensor(feature_mean, dtype=torch.float32)
+        common = {"init_scale": self.init_scale, "generators": generators, "dtype": dtype}
+        model = BeliefNet(bottom_up, num_features, visible, prior_autoregressive, **common)
+        mean = (None if feature_mean is None
+                else torch.as_tensor(np.asarray(feature_mean), dtype=torch.float64))
         inference = InferenceNet(num_features, bottom_up, self.inference == "autoregressive", mean,
-                                 self.init_scale)
+                                 **common)
         if mean is not None:
             model.init_visible_bias(mean)
         return model, inference

@@ -1,0 +1,120 @@
+"""Explicit noise: what random numbers an update needs, and drawing them run by run.
+
+An estimator does not draw random numbers. It says what it needs as a request, a dict of lists of
+`Noise` leaves, and the harness fills the request from each run's own generator, run after run,
+in the request's order. That is what makes a run batched with others follow the trajectory it
+follows alone, makes antithetic pairs possible, and lets the bias check replace the noise by every
+configuration it can take (exact enumeration).
+
+    kind "uniform"     U(0, 1), shape `shape`            (Bernoulli layers: h = [u < sigmoid(a)])
+    kind "normal"      N(0, 1), shape `shape`            (continuous layers)
+    kind "antithetic"  u ~ U(0, 1) of shape `shape`, returned as the pair (u, 1 - u) stacked on a
+                       new dimension after the run dimension: (R, 2, *shape)
+
+`shape` is the shape for one run. Where it differs between runs (a document's sampled words depend
+on its length) it may be a list of one shape per run: each run draws its own number of values and
+the rest of the (R, *max shape) tensor is filled with 0.5 (callers mask it).
+
+Exact enumeration. Inside `enumerating()`, the layers record the log-probability of every binary
+outcome they draw (`record_outcome`), so that a caller who feeds noise of zeros and ones (u = 0
+gives h = 1, u = 1 gives h = 0, whatever the probability) learns the probability of the
+configuration it forced. bench/check.py uses this to compute an estimator's exact expected update.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+KINDS = ("uniform", "normal", "antithetic")
+
+
+@dataclass(frozen=True)
+class Noise:
+    kind: str
+    shape: tuple | list  # one run's shape, or a list of R shapes
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown noise kind {self.kind!r}; valid: {', '.join(KINDS)}")
+
+
+def uniform(*shape) -> Noise:
+    return Noise("uniform", tuple(shape))
+
+
+def _run_shapes(leaf: Noise, runs: int) -> list[tuple]:
+    if isinstance(leaf.shape, list):
+        if len(leaf.shape) != runs:
+            raise ValueError(f"noise with {len(leaf.shape)} per-run shapes for {runs} runs")
+        return [tuple(s) for s in leaf.shape]
+    return [tuple(leaf.shape)] * runs
+
+
+def _draw_leaf(leaf: Noise, generators, dtype, device, active) -> Tensor:
+    runs = len(generators)
+    shapes = _run_shapes(leaf, runs)
+    full = tuple(max(sizes) for sizes in zip(*shapes, strict=True))
+    sample = torch.randn if leaf.kind == "normal" else torch.rand
+    if all(active) and all(shape == full for shape in shapes):
+        out = torch.empty((runs, *full), dtype=dtype, device=device)
+        for r, generator in enumerate(generators):
+            sample(full, generator=generator, dtype=dtype, device=device, out=out[r])
+    else:
+        out = torch.full((runs, *full), 0.5, dtype=dtype, device=device)
+        for r, (generator, shape) in enumerate(zip(generators, shapes, strict=True)):
+            if active[r]:
+                out[r][tuple(slice(0, n) for n in shape)] = sample(
+                    shape, generator=generator, dtype=dtype, device=device)
+    if leaf.kind == "antithetic":
+        return torch.stack([out, 1 - out], 1)
+    return out
+
+
+def draw(request: dict[str, list[Noise]], generators, dtype=torch.float32, device="cpu",
+         active=None) -> dict[str, list[Tensor]]:
+    """Fill a request from one generator per run; leaves are drawn in the request's order (dict
+    order, then list order), each run's values from that run's generator. Runs marked inactive
+    draw nothing (their generators do not advance; their values are 0.5)."""
+    active = [True] * len(generators) if active is None else list(active)
+    return {name: [_draw_leaf(leaf, generators, dtype, device, active) for leaf in leaves]
+            for name, leaves in request.items()}
+
+
+def draw_for_run(request: dict[str, list[Noise]], generator, dtype=torch.float32, device="cpu"):
+    """The same for one run, without the run dimension (for code that scores one run)."""
+    return {name: [t[0] for t in leaves]
+            for name, leaves in draw(request, [generator], dtype, device).items()}
+
+
+# -- exact enumeration -------------------------------------------------------------------------
+
+_LEDGER: list[Tensor | None] | None = None
+
+
+@contextlib.contextmanager
+def enumerating():
+    """Within the block, layers add the log-probability of each binary outcome they draw to the
+    returned ledger: `ledger[0]` is the sum over all draws, per run (R,)."""
+    global _LEDGER
+    previous, _LEDGER = _LEDGER, [None]
+    try:
+        yield _LEDGER
+    finally:
+        _LEDGER = previous
+
+
+def record_outcome(log_prob: Tensor) -> None:
+    """Called by the layers with the log-probability (R, ...) of the outcome they drew."""
+    if _LEDGER is None:
+        return
+    total = log_prob.reshape(log_prob.shape[0], -1).sum(-1)
+    _LEDGER[0] = total if _LEDGER[0] is None else _LEDGER[0] + total
+
+
+def recording() -> bool:
+    """Whether an `enumerating()` block is active (the layers then call `record_outcome`)."""
+    return _LEDGER is not None
