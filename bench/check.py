@@ -1,28 +1,48 @@
-"""Bias check: does an algorithm's update equal, in expectation, the exact gradient it claims?
+"""Bias check: does an estimator's update equal, in expectation, the update it claims?
 
-On a tiny model in float64 (default `sbn:2-3` over 5 binary pixels: 5 latent units, so every sum
-over h, and over x for the sleep phase, is enumerated exactly), for each parameter group g that the
-algorithm declares in `exact_objectives`:
+On a tiny model in float64 (default `sbn:2-3` over 5 binary pixels: every sum over h, and over x
+for the sleep phase, is enumerated exactly), each estimator claims an exact expected update per
+parameter group (`claimed_update`: by default the gradient of its `exact_objectives`). Two checks
+compare it with what the estimator does:
 
-    exact    e = -∇_g objective_g(x)                    (autograd through exact enumeration)
-    estimate m = mean over N steps of ∇_g loss_g         (the algorithm's own surrogate losses)
-    z        = (m - k e) / se(m)                         per parameter element
+Exact enumeration (the first check; no sampling error). The noise of one update is explicit
+(models/noise.py), and a Bernoulli unit is h = [u < sigmoid(a)], so setting every uniform to 0 or
+1 forces every configuration of the update's binary draws. All 2^n configurations of a minibatch
+run at once as 2^n stacked copies of the estimator, the layers report each configuration's
+probability (`enumerating`), and the expected update is the probability-weighted sum of the
+copies' updates:
 
-with k = 1, or, for the groups the algorithm lists in `scaled_groups`, k the least-squares positive
-factor per parameter tensor (variance normalisation rescales the update; it may not turn it).
-A bias is reported when max |z| exceeds the Bonferroni threshold for a family-wise false-alarm
-rate of `alpha` over all checked elements, or when a fitted k is not positive.
+    E[-grad loss_g] = sum_m P(m) (-grad loss_g | noise m)         compared with the claim c_g
+
+per parameter tensor, with k = 1, or, for `scaled_groups`, k the least-squares positive factor
+(variance normalisation rescales the update; it may not turn it). A bias is a relative error
+|E - k c| / |c| above 1e-8, or a fitted k that is not positive. The running statistics enter as
+they stand after `warmup` updates. Where the noise is not all Bernoulli uniforms (Gaussian or
+antithetic noise, words of a document) or has too many values, this check is skipped and says so.
+
+Monte Carlo z-test (the second check, for every estimator):
+
+    m = mean over N updates of grad loss_g,  z = (m - k e) / se(m)  per parameter element
+
+A bias is max |z| above the Bonferroni threshold for a family-wise false-alarm rate `alpha`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import math
 from statistics import NormalDist
 
 import torch
 
 import algorithms
 from models import ModelSpec
+from models.noise import draw as draw_noise
+from models.noise import enumerating
+
+
+MAX_ENUMERATED_BITS = 16
+EXACT_TOLERANCE = 1e-8
 
 
 @dataclass
@@ -36,6 +56,19 @@ class TensorCheck:
 
 
 @dataclass
+class ExactCheck:
+    group: str
+    name: str
+    numel: int
+    scale: float
+    relative_error: float
+
+    @property
+    def biased(self) -> bool:
+        return self.relative_error > EXACT_TOLERANCE or not self.scale > 0
+
+
+@dataclass
 class CheckReport:
     algorithm: str
     model: str
@@ -43,14 +76,38 @@ class CheckReport:
     batch_size: int
     threshold: float
     tensors: list[TensorCheck] = field(default_factory=list)
+    exact: list[ExactCheck] = field(default_factory=list)
+    exact_batch_size: int = 0
+    exact_configurations: int = 0
+    exact_skipped: str | None = None
+
+    @property
+    def z_biased(self) -> bool:
+        return any(t.max_abs_z > self.threshold or not t.scale > 0 for t in self.tensors)
+
+    @property
+    def exact_biased(self) -> bool:
+        return any(t.biased for t in self.exact)
 
     @property
     def biased(self) -> bool:
-        return any(t.max_abs_z > self.threshold or not t.scale > 0 for t in self.tensors)
+        return self.z_biased or self.exact_biased
 
     def lines(self) -> list[str]:
-        out = [f"bias check: {self.algorithm} on {self.model}, {self.steps} steps of "
-               f"{self.batch_size} examples, |z| threshold {self.threshold:.2f}"]
+        out = [f"bias check: {self.algorithm} on {self.model}"]
+        if self.exact_skipped:
+            out.append(f"exact enumeration: skipped ({self.exact_skipped})")
+        else:
+            out.append(f"exact enumeration: {self.exact_configurations} noise configurations of a "
+                       f"minibatch of {self.exact_batch_size}, relative error threshold "
+                       f"{EXACT_TOLERANCE:g}")
+            out.append(f"  {'group':<10} {'tensor':<42} {'numel':>5} {'scale':>7} {'rel.err':>9}")
+            for t in self.exact:
+                flag = "  BIAS" if t.biased else ""
+                out.append(f"  {t.group:<10} {t.name:<42} {t.numel:>5} {t.scale:>7.3f} "
+                           f"{t.relative_error:>9.2e}{flag}")
+        out.append(f"Monte Carlo z-test: {self.steps} steps of {self.batch_size} examples, "
+                   f"|z| threshold {self.threshold:.2f}")
         out.append(f"  {'group':<10} {'tensor':<42} {'numel':>5} {'max|z|':>7} "
                    f"{'scale':>7} {'rel.err':>8}")
         for t in self.tensors:
@@ -61,73 +118,197 @@ class CheckReport:
         return out
 
 
+def tiny_model(model: str = "sbn:2-3", num_features: int = 5, runs: int = 1,
+               inference: str = "factorial"):
+    """A float64 model of `runs` runs (all zeros) and its inference network."""
+    spec = ModelSpec.parse(model, inference=inference, init_scale=1.0)
+    return spec.build(num_features, generators=[None] * runs, dtype=torch.float64)
+
+
 def tiny_problem(model: str = "sbn:2-3", num_features: int = 5, batch_size: int = 10,
                  seed: int = 0, inference: str = "factorial"):
-    """A float64 model with O(1) random parameters, its inference network, and a minibatch drawn
-    from the model itself (so the posterior is far from factorial and gradients are non-trivial)."""
+    """A float64 model (one run) with O(1) random parameters, its inference network, and a
+    minibatch x (1, B, D) drawn from the model itself (so the posterior is far from factorial and
+    gradients are non-trivial)."""
     torch.manual_seed(seed)
-    spec = ModelSpec.parse(model, inference=inference, init_scale=1.0)
-    p_model, q_net = spec.build(num_features)
-    p_model, q_net = p_model.double(), q_net.double()
+    p_model, q_net = tiny_model(model, num_features, 1, inference)
     with torch.no_grad():
         for parameter in list(p_model.parameters()) + list(q_net.parameters()):
             parameter.normal_(0.0, 1.0)
-        lengths = torch.full((batch_size,), 6.0, dtype=torch.float64)
-        x, _ = p_model.sample((batch_size,), lengths=lengths)
+        lengths = torch.full((1, batch_size), 6.0, dtype=torch.float64)
+        noise = draw_noise({"x": p_model.noise(batch_size, lengths=lengths)}, [None],
+                           torch.float64)["x"]
+        x, _ = p_model.sample(noise, lengths)
     return p_model, q_net, x
+
+
+def _build(algorithm: str, model, inference, overrides, algorithm_class, generators=None):
+    if algorithm_class is None:
+        return algorithms.build(algorithm, model, inference, overrides, generators)
+    preset = algorithm.partition(":")[2]
+    return algorithm_class(model, inference, algorithm_class.resolve_options(preset, overrides),
+                           generators)
+
+
+def draw_step(method, x: torch.Tensor, generator):
+    """One step of a lone run with noise from `generator`."""
+    noise = draw_noise(method.noise(x), [generator], x.dtype, x.device)
+    return method.step(x, noise)
+
+
+def _enumerable_bits(request) -> int | None:
+    """The number of binary draws in a noise request, or None if it holds noise other than
+    uniforms (which enumeration by 0/1 cannot cover)."""
+    bits = 0
+    for leaves in request.values():
+        for leaf in leaves:
+            if leaf.kind != "uniform":
+                return None
+            shapes = leaf.shape if isinstance(leaf.shape, list) else [leaf.shape]
+            bits += math.prod(shapes[0])
+    return bits
+
+
+def exact_expected_update(method, spec_text: str, num_features: int, inference: str, x, build):
+    """E[-grad loss_g] for every group the estimator claims, by enumerating every configuration of
+    one update's binary noise: (expected {group: [tensors]}, number of configurations), or
+    (None, reason) when the noise cannot be enumerated."""
+    request = method.noise(x)
+    bits = _enumerable_bits(request)
+    if bits is None:
+        return None, "its noise is not all uniforms"
+    if bits > MAX_ENUMERATED_BITS:
+        return None, f"{bits} binary draws per update, at most {MAX_ENUMERATED_BITS} enumerable"
+    count = 2 ** bits
+    model, q_net = tiny_model(spec_text, num_features, count, inference)
+    copies = build(model, q_net)
+    # Every copy starts from the lone run's state (parameters and running statistics).
+    with torch.no_grad():
+        for name, value in copies.state_dict().items():
+            value.copy_(method.state_dict()[name].expand_as(value))
+    codes = torch.arange(count).unsqueeze(-1)
+    configurations = ((codes >> torch.arange(bits)) & 1).to(torch.float64)   # (M, bits)
+    noise, offset = {}, 0
+    for name, leaves in request.items():
+        noise[name] = []
+        for leaf in leaves:
+            size = math.prod(leaf.shape)
+            bits_of_leaf = configurations[:, offset:offset + size].reshape(count, *leaf.shape)
+            noise[name].append(1.0 - bits_of_leaf)  # u = 0 forces h = 1, u = 1 forces h = 0
+            offset += size
+    with enumerating() as ledger:
+        result = copies.step(x.expand(count, *x.shape[1:]), noise)
+    if ledger[0] is None:
+        return None, "its layers drew no Bernoulli samples"
+    probability = ledger[0].exp()
+    total = float(probability.sum())
+    if abs(total - 1.0) > 1e-9:
+        return None, (f"its noise is not all consumed by Bernoulli layers (the enumerated "
+                      f"configurations have total probability {total:.6g})")
+    groups = copies.parameter_groups()
+    claimed = method.claimed_update(x)
+    expected = {}
+    for g in claimed:
+        if g not in result.losses:
+            expected[g] = [torch.zeros_like(p[0]) for p in groups[g]]
+            continue
+        grads = torch.autograd.grad(result.losses[g], groups[g], retain_graph=True,
+                                    allow_unused=True)
+        weights = probability.detach()
+        expected[g] = [torch.zeros_like(p[0]) if grad is None
+                       else -(weights.view(-1, *([1] * (grad.dim() - 1))) * grad).sum(0)
+                       for p, grad in zip(groups[g], grads, strict=True)]
+    return expected, count
+
+
+def fitted_scale(estimate: torch.Tensor, target: torch.Tensor, scaled: bool) -> float:
+    if not scaled:
+        return 1.0
+    denominator = (target * target).sum().item()
+    return (estimate * target).sum().item() / denominator if denominator > 0 else 1.0
 
 
 def run_bias_check(algorithm: str, model: str = "sbn:2-3", steps: int = 4000,
                    batch_size: int = 10, seed: int = 0, overrides: dict | None = None,
                    alpha: float = 1e-3, warmup: int = 50, inference: str = "factorial",
-                   algorithm_class=None) -> CheckReport:
-    p_model, q_net, x = tiny_problem(model, batch_size=batch_size, seed=seed, inference=inference)
-    if algorithm_class is None:
-        method = algorithms.build(algorithm, p_model, q_net, overrides)
-    else:
-        method = algorithm_class(p_model, q_net, algorithm_class.resolve_options("", overrides))
-    method = method.double()
+                   algorithm_class=None, num_features: int = 5, exact: bool = True) -> CheckReport:
+    """Both checks of the module docstring; `algorithm_class` replaces the registered class (the
+    preset in `algorithm` still applies)."""
+    report = CheckReport(algorithm, model, steps, batch_size, 0.0)
+    if exact:
+        _exact_check(report, algorithm, model, seed, overrides, warmup, inference,
+                     algorithm_class, num_features)
+    p_model, q_net, x = tiny_problem(model, num_features, batch_size, seed, inference)
+    method = _build(algorithm, p_model, q_net, overrides, algorithm_class)
     groups = method.parameter_groups()
-    objectives = method.exact_objectives(x)
-    exact = {g: torch.autograd.grad(-objectives[g], groups[g], retain_graph=True, allow_unused=True)
-             for g in objectives}
+    claimed = method.claimed_update(x)
+    exact_update = {g: [-t[0] for t in tensors] for g, tensors in claimed.items()}
 
     generator = torch.Generator().manual_seed(seed + 1)
     for _ in range(warmup):  # let running statistics settle; changes nothing in expectation
-        method.step(x, generator)
-    sums = {g: [torch.zeros_like(p) for p in groups[g]] for g in objectives}
-    squares = {g: [torch.zeros_like(p) for p in groups[g]] for g in objectives}
+        draw_step(method, x, generator)
+    sums = {g: [torch.zeros_like(p[0]) for p in groups[g]] for g in claimed}
+    squares = {g: [torch.zeros_like(p[0]) for p in groups[g]] for g in claimed}
     for _ in range(steps):
-        losses = method.step(x, generator).losses
-        for g in objectives:
+        losses = draw_step(method, x, generator).losses
+        for g in claimed:
+            if g not in losses:
+                continue
             grads = torch.autograd.grad(losses[g], groups[g], retain_graph=True, allow_unused=True)
             for i, grad in enumerate(grads):
                 if grad is not None:
-                    sums[g][i] += grad
-                    squares[g][i] += grad * grad
+                    sums[g][i] += grad[0]
+                    squares[g][i] += grad[0] * grad[0]
 
     names = {id(p): n for n, p in method.named_parameters()}
-    total_elements = sum(p.numel() for g in objectives for p in groups[g])
-    threshold = NormalDist().inv_cdf(1 - alpha / (2 * total_elements))
-    report = CheckReport(algorithm, model, steps, batch_size, threshold)
-    for g in objectives:
+    total_elements = sum(p.numel() for g in claimed for p in groups[g])
+    report.threshold = NormalDist().inv_cdf(1 - alpha / (2 * total_elements))
+    for g in claimed:
         for i, parameter in enumerate(groups[g]):
             mean = sums[g][i] / steps
             variance = (squares[g][i] / steps - mean * mean).clamp_min(0) * steps / (steps - 1)
             standard_error = (variance / steps).sqrt()
-            target = exact[g][i] if exact[g][i] is not None else torch.zeros_like(mean)
-            scale = 1.0
-            if g in method.scaled_groups:
-                denominator = (target * target).sum().item()
-                scale = (mean * target).sum().item() / denominator if denominator > 0 else 1.0
+            target = exact_update[g][i]
+            scale = fitted_scale(mean, target, g in method.scaled_groups)
             residual = mean - scale * target
             # A floor on the standard error so exactly deterministic elements compare by value.
             floor = 1e-9 * (1.0 + target.abs())
             z = residual.abs() / torch.maximum(standard_error, floor)
             relative = (residual.norm() / target.norm().clamp_min(1e-12)).item()
-            report.tensors.append(TensorCheck(g, names[id(parameter)], parameter.numel(),
+            report.tensors.append(TensorCheck(g, names[id(parameter)], parameter[0].numel(),
                                               float(z.max()), scale, relative))
     return report
+
+
+def _exact_check(report: CheckReport, algorithm, model, seed, overrides, warmup, inference,
+                 algorithm_class, num_features) -> None:
+    # The smallest minibatch that still couples examples (2) where its noise stays enumerable.
+    for batch_size in (2, 1):
+        p_model, q_net, x = tiny_problem(model, num_features, batch_size, seed, inference)
+        method = _build(algorithm, p_model, q_net, overrides, algorithm_class)
+        bits = _enumerable_bits(method.noise(x))
+        if bits is None or bits <= MAX_ENUMERATED_BITS or batch_size == 1:
+            break
+    generator = torch.Generator().manual_seed(seed + 2)
+    for _ in range(warmup):  # running statistics as they stand in training
+        draw_step(method, x, generator)
+    expected, count = exact_expected_update(
+        method, model, num_features, inference, x,
+        lambda m, q: _build(algorithm, m, q, overrides, algorithm_class))
+    if expected is None:
+        report.exact_skipped = count
+        return
+    report.exact_batch_size, report.exact_configurations = batch_size, count
+    claimed = method.claimed_update(x)
+    groups = method.parameter_groups()
+    names = {id(p): n for n, p in method.named_parameters()}
+    for g, targets in claimed.items():
+        for parameter, estimate, target in zip(groups[g], expected[g], targets, strict=True):
+            target = target[0]
+            scale = fitted_scale(estimate, target, g in method.scaled_groups)
+            relative = ((estimate - scale * target).norm() / target.norm().clamp_min(1e-300)).item()
+            report.exact.append(ExactCheck(g, names[id(parameter)], target.numel(), scale,
+                                           relative))
 
 
 def default_steps_for(algorithm: str) -> int:
