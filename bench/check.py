@@ -97,6 +97,8 @@ class CheckReport:
         out = [f"bias check: {self.algorithm} on {self.model}"]
         if self.exact_skipped:
             out.append(f"exact enumeration: skipped ({self.exact_skipped})")
+        elif not self.exact_configurations:
+            out.append("exact enumeration: not run")
         else:
             out.append(f"exact enumeration: {self.exact_configurations} noise configurations of a "
                        f"minibatch of {self.exact_batch_size}, relative error threshold "

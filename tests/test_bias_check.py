@@ -33,7 +33,9 @@ def test_check_nvil_finds_no_bias():
     result = run_bench("check", "nvil", "--steps", "300")
     assert result.returncode == 0, result.stderr
     assert "no bias found" in result.stdout
-    assert "bias check: nvil on sbn:2-3, 300 steps" in result.stdout
+    assert "bias check: nvil on sbn:2-3" in result.stdout
+    assert "exact enumeration: 1024 noise configurations of a minibatch of 2" in result.stdout
+    assert "Monte Carlo z-test: 300 steps of 10 examples" in result.stdout
     for tensor in ("model.visible.weight", "inference.layers.0.weight", "inference.layers.1.bias"):
         assert tensor in result.stdout
     assert "BIAS" not in result.stdout.replace("no bias", "")
@@ -51,6 +53,10 @@ def test_check_json_is_parseable():
     assert groups == {"model", "inference"}
     for tensor in payload["tensors"]:
         assert tensor["max_abs_z"] <= payload["threshold"]
+    # the exact check ran on every tensor and agrees to rounding
+    assert payload["exact_skipped"] is None and payload["exact_configurations"] > 1
+    assert {t["name"] for t in payload["exact"]} == {t["name"] for t in payload["tensors"]}
+    assert max(t["relative_error"] for t in payload["exact"]) < 1e-10
 
 
 def test_unknown_algorithm_exits_2_listing_valid_names():
@@ -126,7 +132,8 @@ def test_a_biased_report_exits_1(monkeypatch, capsys):
     monkeypatch.setattr(bench.check, "run_bias_check", biased)
     assert main(["check", "nvil:none", "--set", "smoothing=0.5"]) == 1
     out = capsys.readouterr().out
-    assert "result: BIASED" in out and "BIAS" in out.splitlines()[2]
+    assert "result: BIASED" in out
+    assert "BIAS" in next(line for line in out.splitlines() if "inference.layers.0.bias" in line)
     assert seen["steps"] == default_steps_for("nvil:none") == 4000
     assert seen["overrides"] == {"smoothing": "0.5"}
     assert seen["inference"] == "factorial"
