@@ -305,7 +305,8 @@ class RunGroup:
         model, inference = self.algorithm.model, self.algorithm.inference
         evaluations = evaluate_runs(model, inference, rows, bound,
                                     num_samples or self.specs[0].eval_samples, seeds=seeds,
-                                    device=self.built.device, counts=data.kind == "counts")
+                                    device=self.built.device, dtype=self.batch.dtype,
+                                    counts=data.kind == "counts")
         return {run.index: evaluations[run.index] for run in runs}
 
     def validate(self, runs: list[Run]) -> None:

@@ -585,6 +585,11 @@ def test_stacked_runs_sample_and_score_as_lone_models(spec, inference):
     p_terms = model.log_prob_terms(x, hq)
     p_terms_shared = model.log_prob_terms(shared, hq_shared)
     q_terms = q_net.log_prob_terms(x, h)
+    # latents shared by every run ((1, B, H_i), as exact enumeration passes them) as well
+    h_shared = [t[:1] for t in h]
+    p_terms_h_shared = model.log_prob_terms(shared, h_shared)
+    q_terms_h_shared = q_net.log_prob_terms(shared, h_shared)
+    assert all(t.shape == (runs, batch) for t in p_terms_h_shared + q_terms_h_shared)
     assert all(t.shape == (runs, samples, batch) for t in p_terms + log_q + log_q_shared)
     for r, (p_r, q_r) in enumerate(lone):
         with torch.no_grad():
@@ -606,6 +611,10 @@ def test_stacked_runs_sample_and_score_as_lone_models(spec, inference):
         for a, b in zip(q_r.log_prob_terms(x[r:r + 1], [t[r:r + 1] for t in h]), q_terms,
                         strict=True):
             _same(a, b[r:r + 1], "log Q terms")
+        for a, b in zip(p_r.log_prob_terms(shared, h_shared), p_terms_h_shared, strict=True):
+            _same(a, b[r:r + 1], "log P terms of shared latents")
+        for a, b in zip(q_r.log_prob_terms(shared, h_shared), q_terms_h_shared, strict=True):
+            _same(a, b[r:r + 1], "log Q terms of shared latents")
     # and the runs really differ (else the comparison would be trivial)
     assert not torch.allclose(p_terms[0][0], p_terms[0][1])
 

@@ -1,0 +1,130 @@
+"""The one engine: R runs stacked in one computation follow, up to rounding, the trajectories
+they follow alone, for every registered estimator and preset and every model family, with SGD and
+with Adam, in float64 through the real training loop (bench/training.py, RunGroup). Since the
+estimators pass the exact-enumeration tests alone (tests/test_algorithms.py), so do the stacked
+runs. Also: runs with different budgets, and the group's bookkeeping per run."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import scipy.sparse
+import torch
+
+import datasets
+from algorithms import REGISTRY
+from bench.specs import RunSpec
+from bench.training import RunGroup, build, run_state, stacking_key
+
+FEATURES = 12
+UPDATES = 15
+
+
+def fake_data(kind: str) -> datasets.Data:
+    """A small dataset of either kind (binary pixels or word counts), no files needed."""
+    rng = np.random.default_rng(0)
+    if kind == "binary":
+        parts = [(rng.random((n, FEATURES)) < 0.4).astype(np.uint8) for n in (80, 20, 20)]
+        mean = parts[0].mean(0).astype(np.float64)
+    else:
+        parts = [scipy.sparse.csr_matrix(rng.poisson(0.6, (n, FEATURES)).astype(np.float32))
+                 for n in (80, 20, 20)]
+        mean = np.asarray(parts[0].mean(0)).ravel().astype(np.float64)
+    return datasets.Data("fake", "paper", kind, FEATURES, *parts, mean)
+
+
+# (model, inference, data kind): every model family and both inference networks
+FAMILIES = [("sbn:6-5", "factorial", "binary"), ("sbn:4-3", "autoregressive", "binary"),
+            ("fdarn:5", "factorial", "binary"), ("doc-sbn:4", "factorial", "counts"),
+            ("doc-fdarn:4", "autoregressive", "counts")]
+
+
+def estimator_runs():
+    """For every estimator, runs that can share one computation: every preset that agrees on the
+    structural options with the default, at different seeds and learning rates."""
+    cases = []
+    for name, cls in REGISTRY.items():
+        default = cls.batch_key(cls.resolve_options())
+        presets = [p for p in cls.presets if cls.batch_key(cls.resolve_options(p)) == default]
+        texts = [f"{name}:{p}" if p else name for p in presets][:8]
+        if len(texts) < 3:
+            texts = (texts * 3)[:3]
+        cases.append(pytest.param(name, texts, id=name))
+    return cases
+
+
+def specs_for(texts, model, inference, optimizer):
+    return [RunSpec(algorithm=text, model=model, inference=inference, dataset="fake",
+                    updates=UPDATES, seed=r, eval_interval=10, init_scale=0.5, optimizer=optimizer,
+                    learning_rate=0.001 * (1 + r % 3), eval_samples=2)
+            for r, text in enumerate(texts)]
+
+
+def train(specs, data, tmp_path, name):
+    group = RunGroup(build(specs, data, dtype=torch.float64),
+                     [tmp_path / name / str(r) for r in range(len(specs))], progress=False)
+    group.train()
+    return group
+
+
+def max_difference(left: dict, right: dict) -> float:
+    """Largest difference of any parameter or statistic, relative to the tensor's size."""
+    assert left.keys() == right.keys()
+    return max(((left[k] - right[k]).abs().max() / (1 + right[k].abs().max())).item() for k in left)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("model, inference, kind", FAMILIES)
+@pytest.mark.parametrize("name, texts", estimator_runs())
+def test_stacked_runs_follow_their_lone_trajectories(tmp_path, name, texts, model, inference,
+                                                     kind, optimizer):
+    data = fake_data(kind)
+    if (model, optimizer) != ("sbn:6-5", "sgd"):
+        texts = texts[:3]  # all presets (Figure 1's eight for NVIL) on the first family only
+    specs = specs_for(texts, model, inference, optimizer)
+    assert len({stacking_key(spec) for spec in specs}) == 1
+    together = train(specs, data, tmp_path, "together")
+    initial = build(specs, data, dtype=torch.float64).algorithm
+    for r, spec in enumerate(specs):
+        alone = train([spec], data, tmp_path, f"alone{r}")
+        assert together.runs[r].state.update == alone.runs[0].state.update == UPDATES
+        curves = [[(p["update"], p["valid_bound"]) for p in g.runs[i].state.curve]
+                  for g, i in ((together, r), (alone, 0))]
+        assert [u for u, _ in curves[0]] == [u for u, _ in curves[1]] == [0, 10, 15]
+        assert [b for _, b in curves[0]] == pytest.approx([b for _, b in curves[1]], abs=1e-9)
+        stacked, lone = run_state(together.algorithm, r), run_state(alone.algorithm, 0)
+        assert max_difference(stacked, lone) < 1e-10, spec.algorithm
+        assert max_difference(stacked, run_state(initial, r)) > 1e-4  # it did train
+
+
+def test_runs_with_different_budgets_stop_on_their_own(tmp_path):
+    data = fake_data("binary")
+    specs = specs_for(["nvil", "nvil:none", "nvil:idb"], "sbn:6-5", "factorial", "sgd")
+    specs[1] = dataclasses.replace(specs[1], updates=7)
+    together = train(specs, data, tmp_path, "together")
+    assert [run.state.update for run in together.runs] == [UPDATES, 7, UPDATES]
+    alone = train([specs[1]], data, tmp_path, "alone")
+    assert max_difference(run_state(together.algorithm, 1), run_state(alone.algorithm, 0)) < 1e-10
+    # its stream was not advanced by the updates it sat out
+    assert torch.equal(together.runs[1].generator.get_state(), alone.runs[0].generator.get_state())
+
+
+def test_runs_of_one_group_get_their_own_learning_rates(tmp_path):
+    data = fake_data("binary")
+    specs = specs_for(["nvil", "nvil:none"], "sbn:6-5", "factorial", "sgd")
+    group = RunGroup(build(specs, data, dtype=torch.float64), [tmp_path / "a", tmp_path / "b"],
+                     progress=False)
+    assert group.runs[0].learning_rates == {"model": 0.001, "inference": 0.001 * 0.2,
+                                            "baseline": 0.001}
+    # without the IDB the run's baseline networks get rate 0 and stay as they started
+    assert set(group.runs[1].learning_rates) == {"model", "inference"}
+    before = run_state(group.algorithm, 1)
+    group.train()
+    after = run_state(group.algorithm, 1)
+    for key in before:
+        if key.startswith("baselines."):
+            assert torch.equal(before[key], after[key]), key
+        elif key.startswith(("model.", "inference.")):
+            assert not torch.equal(before[key], after[key]), key
