@@ -38,12 +38,9 @@ from algorithms.fused import FusedSGD, unsupported_reason
 from bench.errors import UserError
 from bench.evaluation import Evaluation, evaluate, rows_as_tensor
 from bench.io import atomic_torch_save, atomic_write_text
+from bench.layout import BEST, CHECKPOINT, CURVE  # the run directory's file names (re-exported)
 from bench.specs import RunSpec
 from models import ModelSpec
-
-CHECKPOINT = "checkpoint.pt"
-BEST = "best.pt"
-CURVE = "curve.csv"
 
 
 @dataclass

@@ -154,7 +154,8 @@ def run(args) -> int:
 
     from bench import suites
     from bench.errors import UserError
-    from bench.reporting import METRIC_WORDS, note_text, run_dir, write_report
+    from bench.layout import run_dir
+    from bench.reporting import METRIC_WORDS, note_text, write_report
     from bench.runs import record_is_complete
 
     suite = suites.load(args.suite)

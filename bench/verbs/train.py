@@ -53,7 +53,7 @@ def spec_from_args(args):
 
 
 def run(args) -> int:
-    from bench.reporting_console import print_run_summary
+    from bench.reporting.console import print_run_summary
     from bench.runs import train_run
 
     spec = spec_from_args(args)
