@@ -306,3 +306,22 @@ def test_training_does_not_import_reporting():
     printed = _python("import sys, bench.training, bench.batched, bench.runs\n"
                       "print(sorted(m for m in sys.modules if m.startswith('bench.')))\n")
     assert "bench.layout" in printed and "bench.reporting" not in printed
+
+
+def test_a_suite_from_a_file_is_reported_with_its_path(tmp_path, capsys):
+    """A suite loaded from a file outside bench/suites/ names that file, and the commands that
+    remake its report name it too (not bench/suites/NAME.toml, which does not exist)."""
+    path = tmp_path / "elsewhere" / "mine.toml"
+    path.parent.mkdir()
+    path.write_text((suites.SUITES_DIR / "quick.toml").read_text())
+    suite = suites.load(path)
+    reporting.write_report(suite, BUDGET, tmp_path / "runs", tmp_path / "results")
+    markdown = (tmp_path / "results" / "mine" / BUDGET / "table.md").read_text()
+    assert f"file {path}" in markdown and "bench/suites/mine.toml" not in markdown
+    assert f"python -m bench report {path} --budget smoke --seeds 1" in markdown
+    assert f"python -m bench run {path} --budget smoke --seeds 1" in markdown
+    # By name, the suite is reported with its file in bench/suites/, relative to the repository.
+    reporting.write_report(suites.load("quick"), BUDGET, tmp_path / "runs", tmp_path / "results")
+    markdown = (tmp_path / "results" / "quick" / BUDGET / "table.md").read_text()
+    assert "file bench/suites/quick.toml" in markdown
+    assert "python -m bench run quick --budget smoke --seeds 1" in markdown

@@ -25,7 +25,8 @@ _DATA_CACHE: dict = {}
 
 
 def add_suite_options(parser) -> None:
-    parser.add_argument("suite", help="suite name (a file in bench/suites/), e.g. table1 or quick")
+    parser.add_argument("suite", help="suite name (a file in bench/suites/, e.g. table1 or quick) "
+                                      "or the path of a suite file (.toml)")
     parser.add_argument("--budget", default=None,
                         help="smoke, short or paper (default: the suite's default budget)")
     parser.add_argument("--runs-dir", default=str(DEFAULT_RUNS_DIR),
