@@ -35,6 +35,7 @@ here imports the training engine. The names below are this package's public API.
 
 from bench.layout import report_dir, run_dir
 from bench.reporting.cells import (
+    MAX_SEEDS,
     CellResult,
     Summary,
     describe_summary,
@@ -73,7 +74,7 @@ from bench.reporting.throughput import (
 )
 
 __all__ = [
-    "FAMILY_LABELS", "METRIC_WORDS", "PAPER_DIR", "THROUGHPUT_FIELDS", "CellResult", "PaperRow",
+    "FAMILY_LABELS", "MAX_SEEDS", "METRIC_WORDS", "PAPER_DIR", "THROUGHPUT_FIELDS", "CellResult", "PaperRow",
     "Report", "Summary", "Table", "TableRow", "build_table", "canonical_report_command",
     "canonical_run_command", "describe_bound", "describe_summary", "discover_seeds",
     "draw_figure", "engine_label", "figure_csv", "figure_data", "fmt", "latex_escape",
