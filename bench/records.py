@@ -24,9 +24,9 @@ import torch
 
 from bench.errors import UserError
 from bench.io import atomic_write_json
+from bench.layout import RECORD  # the record's file name (re-exported)
 
 SCHEMA_VERSION = 2
-RECORD = "record.json"
 REPOSITORY = Path(__file__).resolve().parent.parent
 
 

@@ -37,14 +37,11 @@ import datasets
 from bench.errors import UserError
 from bench.evaluation import Evaluation, evaluate_runs, rows_as_tensor
 from bench.io import atomic_torch_save, atomic_write_text
+from bench.layout import BEST, CHECKPOINT, CURVE  # the run directory's file names (re-exported)
 from bench.optim import RunOptimizer
 from bench.specs import RunSpec
 from models import ModelSpec
 from models.noise import draw as draw_noise
-
-CHECKPOINT = "checkpoint.pt"
-BEST = "best.pt"
-CURVE = "curve.csv"
 
 
 def group_key(spec: RunSpec) -> tuple:

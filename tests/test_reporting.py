@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import math
 import statistics
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -265,3 +268,60 @@ def test_report_with_no_records_says_not_run(tmp_path):
     assert list(table["display"]) == ["not run", "not run"]
     assert report.throughput == []
     assert (tmp_path / "results" / "quick" / BUDGET / "figure.png").exists()
+
+
+# What `bench report` must never load. (The suite's cells are still checked against the
+# algorithm registry and model parser, so `algorithms` and `models` themselves may be loaded.)
+ENGINE_MODULES = ("bench.training", "bench.batched", "bench.runs", "bench.evaluation",
+                  "algorithms.fused")
+
+
+def _python(code: str) -> str:
+    repository = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", code], cwd=repository, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_report_verb_does_not_import_the_training_engine(table1):
+    _, _, out = table1
+    runs, results = out.parent.parent.parent / "runs", out.parent.parent
+    printed = _python(
+        "import sys\n"
+        "from bench.cli import main\n"
+        f"status = main(['report', 'table1', '--budget', 'smoke', '--runs-dir', {str(runs)!r}, "
+        f"'--results-dir', {str(results)!r}])\n"
+        "assert status == 0, status\n"
+        "print('LOADED', sorted(m for m in sys.modules if m.startswith(('bench.', 'algorithms', "
+        "'models'))))\n")
+    assert "113.4 ± 0.4 (n=3)" in printed
+    loaded = printed.split("LOADED", 1)[1]
+    for module in ENGINE_MODULES:
+        assert f"'{module}'" not in loaded, module
+    assert "'bench.reporting.report'" in loaded and "'bench.layout'" in loaded
+
+
+def test_training_does_not_import_reporting():
+    printed = _python("import sys, bench.training, bench.batched, bench.runs\n"
+                      "print(sorted(m for m in sys.modules if m.startswith('bench.')))\n")
+    assert "bench.layout" in printed and "bench.reporting" not in printed
+
+
+def test_a_suite_from_a_file_is_reported_with_its_path(tmp_path, capsys):
+    """A suite loaded from a file outside bench/suites/ names that file, and the commands that
+    remake its report name it too (not bench/suites/NAME.toml, which does not exist)."""
+    path = tmp_path / "elsewhere" / "mine.toml"
+    path.parent.mkdir()
+    path.write_text((suites.SUITES_DIR / "quick.toml").read_text())
+    suite = suites.load(path)
+    reporting.write_report(suite, BUDGET, tmp_path / "runs", tmp_path / "results")
+    markdown = (tmp_path / "results" / "mine" / BUDGET / "table.md").read_text()
+    assert f"file {path}" in markdown and "bench/suites/mine.toml" not in markdown
+    assert f"python -m bench report {path} --budget smoke --seeds 1" in markdown
+    assert f"python -m bench run {path} --budget smoke --seeds 1" in markdown
+    # By name, the suite is reported with its file in bench/suites/, relative to the repository.
+    reporting.write_report(suites.load("quick"), BUDGET, tmp_path / "runs", tmp_path / "results")
+    markdown = (tmp_path / "results" / "quick" / BUDGET / "table.md").read_text()
+    assert "file bench/suites/quick.toml" in markdown
+    assert "python -m bench run quick --budget smoke --seeds 1" in markdown

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from bench.verbs.common import add_run_options, apply_compute_options
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -14,11 +16,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--k", type=int, default=5000, help="number of importance samples")
     parser.add_argument("--bound", default="iw", help="iw (default), elbo or exact")
     parser.add_argument("--split", default="test", help="test (default), valid or train")
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--device", default=None)
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default: torch's default). On a machine where "
-                             "another process holds a core, 1 can be several times faster than 2")
+    add_run_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -34,10 +32,7 @@ def run(args) -> int:
     from bench.specs import RunSpec
     from bench.training import BEST, build
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise UserError(f"--threads must be at least 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    progress = apply_compute_options(args)
     run_dir = Path(args.run)
     record = read_record(run_dir)
     if args.split not in ("train", "valid", "test"):
@@ -57,7 +52,8 @@ def run(args) -> int:
     limit = {"test": spec.test_examples, "valid": spec.eval_examples}.get(args.split)
     if limit is not None:
         rows = rows[:limit]
-    with tqdm(total=rows.shape[0], desc=f"{args.bound} K={args.k}", unit="ex") as bar:
+    with tqdm(total=rows.shape[0], desc=f"{args.bound} K={args.k}", unit="ex",
+              disable=not progress) as bar:
         evaluation = evaluate(built.algorithm.model, built.algorithm.inference, rows, args.bound,
                               args.k, seed=spec.seed * 1_000_003 - 3, device=built.device,
                               counts=built.data.kind == "counts", progress=bar.update)

@@ -15,7 +15,7 @@ import shlex
 import time
 from pathlib import Path
 
-from bench.verbs.train import add_run_options
+from bench.verbs.common import add_run_options, check_compute_options, set_threads
 
 DEFAULT_RESULTS_DIR = Path("results")
 DEFAULT_RUNS_DIR = Path("runs")
@@ -25,7 +25,8 @@ _DATA_CACHE: dict = {}
 
 
 def add_suite_options(parser) -> None:
-    parser.add_argument("suite", help="suite name (a file in bench/suites/), e.g. table1 or quick")
+    parser.add_argument("suite", help="suite name (a file in bench/suites/, e.g. table1 or quick) "
+                                      "or the path of a suite file (.toml)")
     parser.add_argument("--budget", default=None,
                         help="smoke, short or paper (default: the suite's default budget)")
     parser.add_argument("--runs-dir", default=str(DEFAULT_RUNS_DIR),
@@ -47,9 +48,6 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--batch", type=int, default=16,
                         help="at most this many cells (of the same model, dataset and minibatch "
                              "size) trained as one batched computation (default 16; 1: one by one)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads per cell (default: cores // jobs). At minibatches of "
-                             "20 one thread is often as fast, and much faster on a busy machine")
     add_run_options(parser)
     parser.set_defaults(func=run)
 
@@ -80,12 +78,6 @@ def available_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:
         return os.cpu_count() or 1
-
-
-def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 def _load_data(spec, data_dir):
@@ -154,7 +146,8 @@ def run(args) -> int:
 
     from bench import suites
     from bench.errors import UserError
-    from bench.reporting import METRIC_WORDS, note_text, run_dir, write_report
+    from bench.layout import run_dir
+    from bench.reporting import METRIC_WORDS, note_text, write_report
     from bench.runs import record_is_complete
 
     suite = suites.load(args.suite)
@@ -164,8 +157,7 @@ def run(args) -> int:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
     if args.batch < 1:
         raise UserError(f"--batch must be at least 1, got {args.batch}")
-    if args.threads is not None and args.threads < 1:
-        raise UserError(f"--threads must be at least 1, got {args.threads}")
+    check_compute_options(args)
     overrides = {"device": args.device} if args.device else None
     cells = suites.expand(suite, budget.name, args.seeds, overrides)
     runs_dir = Path(args.runs_dir)
@@ -181,7 +173,7 @@ def run(args) -> int:
         units = _units(work, args.batch)
         threads = args.threads or max(1, available_cores() // args.jobs)
         if args.jobs == 1 or len(units) == 1:
-            _init_worker(threads)
+            set_threads(threads)
             _run_here(units, args.data_dir, progress, args.batch)
         else:
             _run_parallel(units, args.data_dir, progress, min(args.jobs, len(units)), threads,
@@ -252,7 +244,7 @@ def _run_parallel(units, data_dir, progress: bool, jobs: int, threads: int, max_
     bar = _bar(total, progress)
     # Per-run bars of parallel workers would overwrite each other: only the bar over cells.
     executor = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(threads,))
+                                   initializer=set_threads, initargs=(threads,))
     try:
         futures = {executor.submit(train_unit, [cell.spec for cell, _ in unit],
                                    [d for _, d in unit], data_dir, False, max_runs): unit

@@ -5,16 +5,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from bench.verbs.common import parse_assignments
+from bench.verbs.common import add_run_options, apply_compute_options, parse_assignments
 
 DEFAULT_RUNS_DIR = Path("runs")
-
-
-def add_run_options(parser) -> None:
-    parser.add_argument("--data-dir", default=None,
-                        help="data root (default: $BENCH_DATA, else a per-user cache directory)")
-    parser.add_argument("--device", default=None, help="cpu (default) or cuda")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def add_parser(subparsers) -> None:
@@ -53,11 +46,12 @@ def spec_from_args(args):
 
 
 def run(args) -> int:
-    from bench.reporting_console import print_run_summary
+    from bench.reporting.console import print_run_summary
     from bench.runs import train_run
 
+    progress = apply_compute_options(args)
     spec = spec_from_args(args)
     out_dir = Path(args.out) if args.out else DEFAULT_RUNS_DIR / spec.run_name()
-    record = train_run(spec, out_dir, data_dir=args.data_dir, progress=not args.no_progress)
+    record = train_run(spec, out_dir, data_dir=args.data_dir, progress=progress)
     print_run_summary(record, out_dir)
     return 0 if record["status"] == "complete" else 1

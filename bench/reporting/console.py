@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.reporting import engine_label
+from bench.reporting.throughput import engine_label
 
 
 def print_run_summary(record: dict, out_dir) -> None:

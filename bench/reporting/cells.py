@@ -1,0 +1,145 @@
+"""A suite's cells and what their records say: one `CellResult` per cell and seed, and the
+`Summary` of a table position over seeds.
+
+A cell's record is read from its run directory, or, where that has none, from the copy kept in the
+report (bench/layout.py names both), so that results/ alone can remake its tables.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.errors import UserError
+from bench.layout import CURVE, RECORD, copied_run_dir, run_dir
+from bench.records import find_metric, read_record
+from bench.suites import Cell, Suite, expand
+
+MAX_SEEDS = 1000
+
+
+@dataclass
+class CellResult:
+    """One cell (one seed) and what its record says."""
+
+    cell: Cell
+    status: str                         # complete | diverged | failed | not run
+    record: dict | None = None
+    record_path: Path | None = None
+    curve_path: Path | None = None
+    value: float | None = None          # the table's metric
+    reason: str = ""
+
+    @property
+    def seed(self) -> int:
+        return self.cell.spec.seed
+
+
+def _locate(cell: Cell, suite: Suite, budget: str, runs_dir: Path, results_dir: Path):
+    for directory in (run_dir(runs_dir, suite, budget, cell),
+                      copied_run_dir(results_dir, suite, budget, cell)):
+        if (directory / RECORD).exists():
+            return directory
+    return None
+
+
+def read_cell(cell: Cell, suite: Suite, budget: str, runs_dir: Path, results_dir: Path) -> CellResult:
+    directory = _locate(cell, suite, budget, runs_dir, results_dir)
+    if directory is None:
+        return CellResult(cell, "not run")
+    path = directory / RECORD
+    try:
+        record = read_record(path)
+    except UserError as error:
+        return CellResult(cell, "failed", record_path=path, reason=f"unreadable record: {error}")
+    curve = directory / (record.get("curve") or CURVE)
+    status = record.get("status", "failed")
+    # A failed run writes no curve; one found beside it is left from an earlier attempt.
+    has_curve = curve.exists() and status in ("complete", "diverged")
+    result = CellResult(cell, status, record, path, curve if has_curve else None)
+    if result.status == "failed":
+        result.reason = record.get("error", "no reason recorded")
+    elif result.status == "diverged":
+        result.reason = (f"non-finite loss or validation bound after {record.get('updates', '?')} "
+                         f"updates")
+    elif result.status == "complete":
+        k = record.get("config", {}).get("spec", {}).get("eval_samples")
+        metric = find_metric(record, "test", "elbo", k)
+        key = suite.table.metric
+        if metric is None or metric.get(key) is None:
+            result.status = "failed"
+            result.reason = f"the record has no test {key} from the {k}-sample ELBO"
+        else:
+            result.value = float(metric[key])
+    else:
+        result.reason = f"unknown status {result.status!r} in the record"
+        result.status = "failed"
+    return result
+
+
+def discover_seeds(suite: Suite, budget: str, runs_dir: Path, results_dir: Path) -> int:
+    """How many seeds have records: 1 + the largest seed with any record (at least 1)."""
+    seeds = 1
+    while seeds < MAX_SEEDS:
+        cells = [c for c in expand(suite, budget, seeds + 1) if c.spec.seed == seeds]
+        if not any(_locate(c, suite, budget, runs_dir, results_dir) for c in cells):
+            break
+        seeds += 1
+    return seeds
+
+
+# -- summarising seeds ---------------------------------------------------------------------------
+
+@dataclass
+class Summary:
+    """A table position over seeds."""
+
+    results: list[CellResult]
+    values: list[float] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.values = [r.value for r in self.results if r.status == "complete" and r.value is not None]
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float | None:
+        return statistics.fmean(self.values) if self.values else None
+
+    @property
+    def std(self) -> float | None:
+        return statistics.stdev(self.values) if len(self.values) > 1 else None
+
+    @property
+    def status(self) -> str:
+        statuses = {r.status for r in self.results}
+        if self.values:
+            return "complete" if statuses == {"complete"} else "partial"
+        for status in ("failed", "diverged"):
+            if status in statuses:
+                return status
+        return "not run"
+
+    @property
+    def problems(self) -> list[CellResult]:
+        return [r for r in self.results if r.status != "complete"]
+
+
+def fmt(value: float | None, decimals: int, sign: bool = False) -> str:
+    if value is None or not math.isfinite(value):
+        return ""
+    return f"{value:+.{decimals}f}" if sign else f"{value:.{decimals}f}"
+
+
+def describe_summary(summary: Summary, decimals: int) -> str:
+    """'113.4 ± 0.3 (n=3)', '113.4 (n=1)', 'failed', 'diverged' or 'not run'."""
+    if summary.mean is None:
+        return summary.status
+    text = fmt(summary.mean, decimals)
+    if summary.std is not None:
+        text += f" ± {fmt(summary.std, decimals)}"
+    return f"{text} (n={summary.n})"

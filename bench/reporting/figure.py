@@ -1,0 +1,99 @@
+"""The figure of a suite with a [figure] section (Figure 1 of the paper): the validation bound
+against updates, one panel per value of `panels`, one line per value of `lines`, the mean over
+seeds with a band spanning them; and the same points as tidy CSV."""
+
+from __future__ import annotations
+
+import csv
+import io
+import statistics
+from pathlib import Path
+
+from bench.reporting.cells import CellResult
+from bench.suites import Suite
+
+
+def read_curve(path: Path) -> list[dict]:
+    with Path(path).open(newline="") as stream:
+        rows = []
+        for row in csv.DictReader(stream):
+            point = {"update": int(float(row["update"])), "valid_bound": float(row["valid_bound"])}
+            if row.get("valid_perplexity"):
+                point["valid_perplexity"] = float(row["valid_perplexity"])
+            rows.append(point)
+    return rows
+
+
+def figure_data(suite: Suite, results: list[CellResult]) -> list[dict]:
+    figure = suite.figure
+    rows = []
+    for result in results:
+        if result.curve_path is None:
+            continue
+        spec = result.cell.spec
+        panel, line = str(getattr(spec, figure.panels)), str(getattr(spec, figure.lines))
+        for point in read_curve(result.curve_path):
+            rows.append({"suite": suite.name, "panel": figure.panel_labels.get(panel, panel),
+                         "line": figure.line_labels.get(line, line), "run": result.cell.run_name,
+                         "seed": spec.seed, "status": result.status, **point})
+    return rows
+
+
+def figure_csv(rows: list[dict], command: str) -> str:
+    fields = ["suite", "panel", "line", "run", "seed", "status", "update", "valid_bound",
+              "valid_perplexity", "command"]
+    stream = io.StringIO()
+    writer = csv.DictWriter(stream, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({**row, "command": command})
+    return stream.getvalue()
+
+
+def draw_figure(suite: Suite, results: list[CellResult], path: Path, subtitle: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure = suite.figure
+    panels = list(dict.fromkeys(str(getattr(r.cell.spec, figure.panels)) for r in results))
+    lines = list(dict.fromkeys(str(getattr(r.cell.spec, figure.lines)) for r in results))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
+    colours = plt.get_cmap("tab10")
+    for axis, panel in zip(axes[0], panels, strict=True):
+        for number, line in enumerate(lines):
+            mine = [r for r in results if str(getattr(r.cell.spec, figure.panels)) == panel
+                    and str(getattr(r.cell.spec, figure.lines)) == line]
+            label = figure.line_labels.get(line, line)
+            curves = [read_curve(r.curve_path) for r in mine if r.curve_path is not None]
+            if not curves:
+                statuses = sorted({r.status for r in mine}) or ["not run"]
+                axis.plot([], [], color=colours(number % 10), label=f"{label} ({', '.join(statuses)})")
+                continue
+            # Mean over seeds at the updates every curve has; the band spans the seeds.
+            shared = sorted(set.intersection(*({p["update"] for p in c} for c in curves)))
+            values = [[next(p["valid_bound"] for p in c if p["update"] == u) for c in curves]
+                      for u in shared]
+            mean = [statistics.fmean(v) for v in values]
+            suffix = "" if len(curves) == 1 else f" (mean of {len(curves)})"
+            diverged = any(r.status == "diverged" for r in mine)
+            axis.plot(shared, mean, color=colours(number % 10),
+                      label=label + suffix + (" (diverged)" if diverged else ""))
+            if len(curves) > 1:
+                axis.fill_between(shared, [min(v) for v in values], [max(v) for v in values],
+                                  color=colours(number % 10), alpha=0.2, linewidth=0)
+        axis.set_title(figure.panel_labels.get(panel, panel))
+        axis.set_xlabel("parameter updates")
+        axis.set_ylabel("validation bound (nats, 10-sample ELBO)")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize="small")
+    fig.suptitle(f"{figure.title or suite.title}\n{subtitle}", fontsize="medium")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=120)
+    plt.close(fig)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(buffer.getvalue())
+    tmp.replace(path)
