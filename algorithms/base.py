@@ -20,7 +20,12 @@ For the bias check (`python -m bench check`), an algorithm also says what it est
     exact_objectives(x) -> {group: scalar}   computed by exact enumeration on a tiny model; the
         expected value of -grad(losses[group]) must equal grad(objective) w.r.t. that group,
     scaled_groups -> groups where a positive rescaling per parameter tensor is allowed
-        (variance normalisation rescales the inference network's update).
+        (variance normalisation rescales the inference network's update),
+    check_steps -> how many steps the check averages by default.
+
+For the harness, an algorithm also declares its paper's learning rates by dataset
+(`paper_learning_rates`, merged with the base's document-dataset rates). Names resolve to classes
+in `algorithms/registry.py`.
 """
 
 from __future__ import annotations
@@ -47,6 +52,14 @@ class Algorithm(nn.Module):
     #: named option sets (paper ablations); the empty name is the default configuration
     presets: ClassVar[dict[str, dict[str, Any]]] = {"": {}}
     scaled_groups: ClassVar[frozenset[str]] = frozenset()
+    #: the paper's learning rate of the model parameters by dataset name, used when a spec sets
+    #: none. Entries merge along the class hierarchy (`paper_learning_rate`), so an estimator
+    #: declares only its own; the base holds the document datasets' rates, which §4.1 uses for
+    #: every algorithm, and a dataset named nowhere gets `default_learning_rate`.
+    paper_learning_rates: ClassVar[dict[str, float]] = {"20news": 3e-5, "rcv1": 1e-3}
+    default_learning_rate: ClassVar[float] = 3e-4
+    #: steps the bias check (`python -m bench check`) averages unless told otherwise
+    check_steps: ClassVar[int] = 2000
 
     def __init__(self, model: nn.Module, inference: nn.Module, options):
         super().__init__()
@@ -66,6 +79,13 @@ class Algorithm(nn.Module):
 
     def exact_objectives(self, x: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError(f"{self.name} does not declare exact objectives for the bias check")
+
+    @classmethod
+    def paper_learning_rate(cls, dataset: str) -> float:
+        rates: dict[str, float] = {}
+        for klass in reversed(cls.__mro__):
+            rates.update(vars(klass).get("paper_learning_rates", {}))
+        return rates.get(dataset, cls.default_learning_rate)
 
     # -- options ------------------------------------------------------------------------------
     @classmethod

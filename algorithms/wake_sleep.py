@@ -34,6 +34,7 @@ class WakeSleep(Algorithm):
     name = "wake-sleep"
     Options = WakeSleepOptions
     presets = {"": {}}
+    paper_learning_rates = {"mnist": 1e-4, "synthetic": 1e-4}  # §4.1; synthetic as MNIST
 
     def parameter_groups(self):
         return {"model": list(self.model.parameters()),

@@ -131,7 +131,8 @@ def run_bias_check(algorithm: str, model: str = "sbn:2-3", steps: int = 4000,
 
 
 def default_steps_for(algorithm: str) -> int:
-    return 4000 if algorithm.startswith("nvil") else 2000
+    """The steps the algorithm declares for its check (`Algorithm.check_steps`)."""
+    return algorithms.parse_name(algorithm)[0].check_steps
 
 
 __all__ = ["run_bias_check", "CheckReport", "tiny_problem", "default_steps_for"]
