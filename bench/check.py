@@ -85,7 +85,8 @@ def run_bias_check(algorithm: str, model: str = "sbn:2-3", steps: int = 4000,
     if algorithm_class is None:
         method = algorithms.build(algorithm, p_model, q_net, overrides)
     else:
-        method = algorithm_class(p_model, q_net, algorithm_class.resolve_options("", overrides))
+        preset = algorithms.registry.split(algorithm)[1]  # the preset the report names
+        method = algorithm_class(p_model, q_net, algorithm_class.resolve_options(preset, overrides))
     method = method.double()
     groups = method.parameter_groups()
     objectives = method.exact_objectives(x)
