@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from algorithms import options_dict
+from algorithms import options_dict, source_info
+from algorithms.registry import split
 from bench.records import (
     RECORD,
     SCHEMA_VERSION,
@@ -62,8 +63,11 @@ def finish_run(trainer: Trainer, code: dict, started: float) -> dict:
         "run_name": spec.run_name(),
         "config": {
             "spec": spec.to_dict(),
-            "algorithm": {"name": built.algorithm.name, "preset": spec.algorithm.partition(":")[2],
-                          "options": options_dict(built.algorithm.options)},
+            # module, class, file and source_sha256: the estimator's own code, which the suite's
+            # commit (`code`) does not pin for an estimator of another package.
+            "algorithm": {"name": built.algorithm.name, "preset": split(spec.algorithm)[1],
+                          "options": options_dict(built.algorithm.options),
+                          **source_info(type(built.algorithm))},
             "model": {"spec": built.model_spec.name, "family": built.model_spec.family,
                       "layers": list(built.model_spec.layers), "inference": spec.inference},
             "dataset": {"name": built.data.name, "split": built.data.split, "kind": built.data.kind,
