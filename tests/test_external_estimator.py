@@ -123,7 +123,8 @@ def git_status() -> str | None:
 
 @pytest.fixture(scope="module")
 def package(tmp_path_factory):
-    """The package's source directory and the directory it is installed into."""
+    """A scratch root, a directory holding the bare module, and the directory the package is
+    installed into."""
     if shutil.which("pip") is None and subprocess.run(
             [sys.executable, "-m", "pip", "--version"], capture_output=True).returncode != 0:
         pytest.skip("pip is not available to install the external package")
@@ -137,8 +138,11 @@ def package(tmp_path_factory):
          "--no-index", "--quiet", "--disable-pip-version-check", "--target", str(site),
          str(source)], capture_output=True, text=True, timeout=300, cwd=root)
     assert installed.returncode == 0, installed.stdout + installed.stderr
-    shutil.rmtree(source / "build", ignore_errors=True)
-    return root, source, site
+    # The bare module alone, for module:Class: no metadata (pip leaves an egg-info in `source`).
+    bare = root / "bare"
+    bare.mkdir()
+    (bare / f"{MODULE}.py").write_text(ESTIMATOR)
+    return root, bare, site
 
 
 def bench(root: Path, path: Path, *arguments: str) -> subprocess.CompletedProcess:
@@ -149,6 +153,7 @@ def bench(root: Path, path: Path, *arguments: str) -> subprocess.CompletedProces
     env["BENCH_DATA"] = str(root / "data")
     env.setdefault("BENCH_DATA_MIRROR", str(REPOSITORY / ".." / "shared" / "data"))
     env["PYTHONDONTWRITEBYTECODE"] = "1"
+    env["OMP_NUM_THREADS"] = "1"  # tiny models: one thread is as fast, and kinder to a busy machine
     return subprocess.run([sys.executable, "-m", "bench", *arguments], cwd=root, env=env,
                           capture_output=True, text=True, timeout=300)
 
@@ -166,7 +171,7 @@ def check_record(run_dir: Path, module_file: Path, preset: str = "") -> dict:
 
 
 def test_external_estimator_joins_without_editing_the_suite(package):
-    root, source, site = package
+    root, bare, site = package
     before = git_status()
 
     listed = bench(root, site, "list")
@@ -183,27 +188,25 @@ def test_external_estimator_joins_without_editing_the_suite(package):
     assert by_entry_point.returncode == 0, by_entry_point.stdout + by_entry_point.stderr
     check_record(root / "run", site / f"{MODULE}.py")
 
-    # By module:Class from the bare source: no entry point, no installation.
-    by_class = bench(root, source, "train", "--algorithm", f"{MODULE}:Reinforce:same-rate",
+    # By module:Class from the bare module: no entry point, no installation.
+    by_class = bench(root, bare, "train", "--algorithm", f"{MODULE}:Reinforce:same-rate",
                      *train, "--out", str(root / "run-by-class"))
     assert by_class.returncode == 0, by_class.stdout + by_class.stderr
-    record = check_record(root / "run-by-class", source / f"{MODULE}.py", preset="same-rate")
+    record = check_record(root / "run-by-class", bare / f"{MODULE}.py", preset="same-rate")
     assert record["config"]["algorithm"]["options"] == {"inference_lr_scale": 1.0}
 
     (root / "external.toml").write_text(SUITE)
-    suite = bench(root, source, "run", str(root / "external.toml"), "--runs-dir",
+    suite = bench(root, bare, "run", str(root / "external.toml"), "--runs-dir",
                   str(root / "runs"), "--results-dir", str(root / "results"), "--no-progress")
     assert suite.returncode == 0, suite.stdout + suite.stderr
     [record_path] = (root / "runs").rglob("record.json")
-    check_record(record_path.parent, source / f"{MODULE}.py", preset="same-rate")
+    check_record(record_path.parent, bare / f"{MODULE}.py", preset="same-rate")
 
     check = bench(root, site, "check", "reinforce", "--steps", "50")
     assert check.returncode in (0, 1), check.stdout + check.stderr  # 1: a bias, not a crash
     assert check.stdout.startswith("bias check: reinforce on sbn:2-3, 50 steps")
     assert "result: " in check.stdout
 
-    unknown = bench(root, site, "train", "--algorithm", f"{MODULE}:NoSuchClass", *train)
-    assert unknown.returncode == 2 and len(unknown.stderr.strip().splitlines()) == 1
     assert git_status() == before  # nothing in the suite's checkout was written
 
 
@@ -216,7 +219,4 @@ def test_external_estimator_that_fails_to_load_is_one_line(package, tmp_path):
     assert listed.returncode == 1
     line = next(line for line in listed.stdout.splitlines() if line.split()[:1] == ["reinforce"])
     assert "entry point 'reinforce'" in line and "reinforce-estimator 0.1.0" in line
-    assert "RuntimeError: the estimator is broken" in line
-    check = bench(root, broken, "check", "reinforce")
-    assert check.returncode == 2 and check.stdout == ""
-    assert check.stderr.strip().count("\n") == 0 and "failed to load" in check.stderr
+    assert "failed to load: RuntimeError: the estimator is broken" in line
