@@ -84,8 +84,8 @@ def split(text: str) -> tuple[str, str]:
 
 
 def _unknown(name: str, detail: str = "") -> UserError:
-    error = unknown_name("algorithm", name, short_names(), f"algorithms (or {SYNTAX})")
-    return UserError(f"{error}{detail}") if detail else error
+    return UserError(f"unknown algorithm {name!r}{detail}; valid algorithms: "
+                     f"{', '.join(sorted(short_names()))}, or any estimator class as {SYNTAX}")
 
 
 def check_class(obj, origin: str) -> type[Algorithm]:
@@ -130,7 +130,7 @@ def _load_module_class(name: str) -> type[Algorithm]:
     except ModuleNotFoundError as error:
         missing = error.name or ""
         if module_name == missing or module_name.startswith(missing + "."):
-            raise _unknown(name, f" (no module {missing!r} to import either)") from None
+            raise _unknown(name, f" (and no module {missing!r} to import)") from None
         raise UserError(f"algorithm {name!r}: importing {module_name} failed: "
                         f"{_one_line(error)}") from None
     except Exception as error:  # noqa: BLE001 - any failure of third-party code is reported alike
