@@ -1,28 +1,15 @@
-"""Training algorithms, one module each, registered by name.
+"""Training algorithms (estimators), one module each, resolved by name in `algorithms/registry.py`.
 
-`python -m bench list` shows them with their presets. To add one, see ADDING_AN_ALGORITHM.md:
-write a module with an `Algorithm` subclass and add it to REGISTRY below.
+`python -m bench list` shows them with their presets. Names are `NAME[:PRESET]` (the suite's own,
+or an installed package's entry point in group `nvil_bench.algorithms`) or
+`package.module:Class[:PRESET]`. To add one, see ADDING_AN_ALGORITHM.md: write a module with an
+`Algorithm` subclass and add it to `registry.BUILTIN`, or publish it from your own package.
 """
 
 from __future__ import annotations
 
 from algorithms.base import Algorithm, StepResult, options_dict
-from algorithms.nvil import NVIL
-from algorithms.wake_sleep import WakeSleep
-from bench.errors import unknown_name
-
-REGISTRY: dict[str, type[Algorithm]] = {cls.name: cls for cls in (NVIL, WakeSleep)}
-
-
-def parse_name(text: str) -> tuple[type[Algorithm], str]:
-    """'nvil' or 'nvil:no-vn' -> (class, preset); unknown names list the valid ones."""
-    name, _, preset = text.partition(":")
-    if name not in REGISTRY:
-        raise unknown_name("algorithm", name, REGISTRY)
-    cls = REGISTRY[name]
-    if preset not in cls.presets:
-        raise unknown_name("preset", preset, [p for p in cls.presets if p], f"presets of {name}")
-    return cls, preset
+from algorithms.registry import REGISTRY, parse_name, source_info
 
 
 def build(text: str, model, inference, overrides: dict | None = None, generators=None) -> Algorithm:
@@ -31,4 +18,5 @@ def build(text: str, model, inference, overrides: dict | None = None, generators
     return cls(model, inference, cls.resolve_options(preset, overrides), generators)
 
 
-__all__ = ["Algorithm", "StepResult", "REGISTRY", "build", "parse_name", "options_dict"]
+__all__ = ["Algorithm", "StepResult", "REGISTRY", "build", "parse_name", "options_dict",
+           "source_info"]

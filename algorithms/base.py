@@ -42,10 +42,15 @@ For the bias check (`python -m bench check`), an estimator says what its expecte
     claimed_update(x) -> {group: [tensors]}   by default the gradients of exact_objectives; an
         estimator biased by design, or unbiased for another objective, overrides it,
     scaled_groups -> groups where a positive rescaling per parameter tensor is allowed
-        (variance normalisation rescales the inference network's update).
+        (variance normalisation rescales the inference network's update),
+    check_steps -> how many steps the Monte Carlo check averages by default.
 
 The check computes the exact expected update by enumerating every value the Bernoulli noise of
 one update can take (models/noise.py, `enumerating`), and compares.
+
+For the harness, an estimator also declares its paper's learning rates by dataset
+(`paper_learning_rates`, merged with the base's document-dataset rates). Names resolve to classes
+in `algorithms/registry.py`.
 """
 
 from __future__ import annotations
@@ -76,6 +81,14 @@ class Algorithm(nn.Module):
     scaled_groups: ClassVar[frozenset[str]] = frozenset()
     #: options runs must share to be stacked (they shape parameters); None: all options
     structural_options: ClassVar[tuple[str, ...] | None] = None
+    #: the paper's learning rate of the model parameters by dataset name, used when a spec sets
+    #: none. Entries merge along the class hierarchy (`paper_learning_rate`), so an estimator
+    #: declares only its own; the base holds the document datasets' rates, which §4.1 uses for
+    #: every algorithm, and a dataset named nowhere gets `default_learning_rate`.
+    paper_learning_rates: ClassVar[dict[str, float]] = {"20news": 3e-5, "rcv1": 1e-3}
+    default_learning_rate: ClassVar[float] = 3e-4
+    #: steps the bias check (`python -m bench check`) averages unless told otherwise
+    check_steps: ClassVar[int] = 2000
 
     def __init__(self, model: nn.Module, inference: nn.Module, options, generators=None):
         super().__init__()
@@ -139,6 +152,13 @@ class Algorithm(nn.Module):
                                                    retain_graph=True, allow_unused=True),
                     strict=True)]
                 for g in objectives}
+
+    @classmethod
+    def paper_learning_rate(cls, dataset: str) -> float:
+        rates: dict[str, float] = {}
+        for klass in reversed(cls.__mro__):
+            rates.update(vars(klass).get("paper_learning_rates", {}))
+        return rates.get(dataset, cls.default_learning_rate)
 
     # -- options ------------------------------------------------------------------------------
     @classmethod

@@ -37,6 +37,7 @@ class WakeSleep(Algorithm):
     Options = WakeSleepOptions
     presets = {"": {}}
     structural_options = ()
+    paper_learning_rates = {"mnist": 1e-4, "synthetic": 1e-4}  # §4.1; synthetic as MNIST
 
     def parameter_groups(self):
         return {"model": list(self.model.parameters()),

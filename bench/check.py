@@ -147,7 +147,7 @@ def tiny_problem(model: str = "sbn:2-3", num_features: int = 5, batch_size: int 
 def _build(algorithm: str, model, inference, overrides, algorithm_class, generators=None):
     if algorithm_class is None:
         return algorithms.build(algorithm, model, inference, overrides, generators)
-    preset = algorithm.partition(":")[2]
+    preset = algorithms.registry.split(algorithm)[1]  # the preset the report names
     return algorithm_class(model, inference, algorithm_class.resolve_options(preset, overrides),
                            generators)
 
@@ -314,7 +314,8 @@ def _exact_check(report: CheckReport, algorithm, model, seed, overrides, warmup,
 
 
 def default_steps_for(algorithm: str) -> int:
-    return 4000 if algorithm.startswith("nvil") else 2000
+    """The steps the algorithm declares for its check (`Algorithm.check_steps`)."""
+    return algorithms.parse_name(algorithm)[0].check_steps
 
 
 __all__ = ["run_bias_check", "CheckReport", "tiny_problem", "default_steps_for"]

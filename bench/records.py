@@ -2,8 +2,9 @@
 
 Schema (version 1):
     schema_version, status ('complete' | 'diverged' | 'failed'), run_name
-    config: the resolved RunSpec, the algorithm's resolved options, the model spec, the dataset's
-            split and provenance, the optimizer and learning rate of every parameter group
+    config: the resolved RunSpec, the algorithm's resolved options and its code (module, class,
+            source file, source_sha256), the model spec, the dataset's split and provenance, the
+            optimizer and learning rate of every parameter group
     updates, epochs, best_update, wall_time_s, train_time_s, eval_time_s
     throughput: updates_per_s and examples_per_s over training steps only
     metrics: a list of {split, bound ('elbo' | 'iw' | 'exact'), k, mean, nll[, perplexity],

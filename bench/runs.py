@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from algorithms import options_dict
+from algorithms import options_dict, source_info
+from algorithms.registry import split
 from bench.records import (
     RECORD,
     SCHEMA_VERSION,
@@ -79,8 +80,10 @@ def write_run_record(group: RunGroup, run: Run, metrics: list, code: dict, start
         "run_name": spec.run_name(),
         "config": {
             "spec": spec.to_dict(),
-            "algorithm": {"name": algorithm.name, "preset": spec.algorithm.partition(":")[2],
-                          "options": options_dict(run.options)},
+            # module, class, file and source_sha256: the estimator's own code, which the suite's
+            # commit (`code`) does not pin for an estimator of another package.
+            "algorithm": {"name": algorithm.name, "preset": split(spec.algorithm)[1],
+                          "options": options_dict(run.options), **source_info(type(algorithm))},
             "model": {"spec": built.model_spec.name, "family": built.model_spec.family,
                       "layers": list(built.model_spec.layers), "inference": spec.inference},
             "dataset": {"name": built.data.name, "split": built.data.split, "kind": built.data.kind,

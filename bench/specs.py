@@ -19,23 +19,13 @@ from bench.errors import UserError, unknown_name
 OPTIMIZERS = ("adam", "sgd")
 DEVICES = ("cpu", "cuda")
 
-# (dataset, algorithm) -> learning rate of the model parameters; None matches any algorithm.
-PAPER_LEARNING_RATES = {
-    ("mnist", "nvil"): 3e-4,
-    ("mnist", "wake-sleep"): 1e-4,
-    ("synthetic", "nvil"): 3e-4,
-    ("synthetic", "wake-sleep"): 1e-4,
-    ("20news", None): 3e-5,
-    ("rcv1", None): 1e-3,
-}
-
-
 def paper_learning_rate(dataset: str, algorithm: str) -> float:
-    name = algorithm.partition(":")[0]
-    for key in ((dataset, name), (dataset, None)):
-        if key in PAPER_LEARNING_RATES:
-            return PAPER_LEARNING_RATES[key]
-    return 3e-4
+    """The paper's rate of the model parameters: what the estimator declares for the dataset
+    (`Algorithm.paper_learning_rates`)."""
+    import algorithms  # here, not above: building the CLI parser must not import torch
+
+    cls, _ = algorithms.parse_name(algorithm)
+    return cls.paper_learning_rate(dataset)
 
 
 @dataclass(frozen=True)
@@ -51,7 +41,7 @@ class RunSpec:
     updates: int = 100_000
     seed: int = 0
     batch_size: int = 20
-    learning_rate: float | None = None  # None: the paper's rate for this dataset and algorithm
+    learning_rate: float | None = None  # None: the paper's rate the algorithm declares for the dataset
     # Plain SGD on the summed minibatch gradient (Algorithm 1 sums over the minibatch) at the
     # paper's rates: in 20,000-update runs it matched or beat Adam at the same rates (README).
     optimizer: str = "sgd"

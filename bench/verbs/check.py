@@ -1,4 +1,4 @@
-"""`python -m bench check ALGORITHM`: the exact-enumeration bias check, for any registered algorithm."""
+"""`python -m bench check ALGORITHM`: the exact-enumeration bias check, for any algorithm."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ def add_parser(subparsers) -> None:
         description="Averages the algorithm's updates over many steps on a tiny float64 model and "
                     "compares them with exact gradients computed by enumeration (a z-score test). "
                     "Exits 1 when it finds a bias.")
-    parser.add_argument("algorithm", help="registered algorithm, optionally with a preset: nvil, "
-                                          "nvil:none, wake-sleep (see `python -m bench list`)")
+    parser.add_argument("algorithm", help="algorithm, optionally with a preset: nvil, nvil:none, "
+                                          "wake-sleep (see `python -m bench list`), or "
+                                          "package.module:Class[:PRESET]")
     parser.add_argument("--model", default="sbn:2-3",
                         help="tiny model (at most 20 latents); default sbn:2-3 over 5 pixels")
     parser.add_argument("--inference", default="factorial", help="factorial or autoregressive")
-    parser.add_argument("--steps", type=int, default=None, help="number of updates to average")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="number of updates to average (default: the algorithm's check_steps)")
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="algorithm option")

@@ -1,4 +1,8 @@
-"""`python -m bench list`: every registered algorithm with its presets, model family and dataset."""
+"""`python -m bench list`: every registered algorithm with its presets, model family and dataset.
+
+Algorithms are the suite's own and those of installed packages' entry points (group
+`nvil_bench.algorithms`); one that fails to load is listed with its error, and the exit status is 1.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +13,29 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    import algorithms
     import datasets
+    from algorithms import registry
     from models import FAMILIES
 
-    print("algorithms (use NAME or NAME:PRESET):")
-    for name, cls in sorted(algorithms.REGISTRY.items()):
+    status = 0
+    print(f"algorithms (use NAME or NAME:PRESET, or any estimator class as {registry.SYNTAX}):")
+    for name in registry.short_names():
+        problem = registry.entry_point_problem(name)
+        if problem is not None and name not in registry.BUILTIN:
+            print(f"  {name:<12} error: {problem}")
+            status = 1
+            continue
+        cls = registry.resolve(name)
         summary = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         module_doc = (__import__(cls.__module__, fromlist=["_"]).__doc__ or "").strip().splitlines()
-        print(f"  {name:<12} {summary or (module_doc[0] if module_doc else '')}")
+        origin = "" if name in registry.BUILTIN else f" [{registry.origin(name)}]"
+        print(f"  {name:<12} {summary or (module_doc[0] if module_doc else '')}{origin}")
         presets = [p for p in cls.presets if p]
         if presets:
             print(f"  {'':<12} presets: {', '.join(presets)}")
+        if problem is not None:  # an entry point shadowed by the suite's own estimator
+            print(f"  {'':<12} error: {problem}")
+            status = 1
     print("models (FAMILY:SIZES, sizes deepest first; --set inference=autoregressive for Table 2):")
     for family, (visible, autoregressive, single, kind) in FAMILIES.items():
         prior = "autoregressive prior" if autoregressive else "factorial prior"
@@ -29,4 +44,4 @@ def run(args) -> int:
     print("datasets:")
     for name in datasets.names():
         print(f"  {name:<12} splits: {', '.join(datasets.splits(name))}")
-    return 0
+    return status

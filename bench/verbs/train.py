@@ -20,7 +20,8 @@ def add_parser(subparsers) -> None:
                     "rates, early stopping on the 10-sample validation bound). Running the same "
                     "command again resumes from the last checkpoint.")
     parser.add_argument("--algorithm", default=defaults.algorithm,
-                        help="NAME or NAME:PRESET, e.g. nvil, nvil:none, wake-sleep")
+                        help="NAME or NAME:PRESET, e.g. nvil, nvil:none, wake-sleep (see "
+                             "`python -m bench list`), or package.module:Class[:PRESET]")
     parser.add_argument("--model", default=defaults.model, help="e.g. sbn:200, sbn:200-200, fdarn:200, doc-sbn:50")
     parser.add_argument("--dataset", default=defaults.dataset, help="mnist, 20news, rcv1 or synthetic")
     parser.add_argument("--split", default=None, help="dataset split (default: the dataset's default)")
