@@ -237,6 +237,8 @@ class SoftmaxLayer(nn.Module):
 
     def noise(self, lengths: Tensor) -> Noise:
         """One uniform per word: lengths (R, *batch); each run draws for its longest document."""
+        if lengths is None:
+            raise ValueError("sampling documents needs their lengths")
         longest = lengths.reshape(lengths.shape[0], -1).amax(-1).long().tolist()
         return Noise("uniform", [(*lengths.shape[1:], n) for n in longest])
 
@@ -244,6 +246,8 @@ class SoftmaxLayer(nn.Module):
     def sample(self, context: Tensor, noise: Tensor, lengths: Tensor) -> Tensor:
         """Word counts (R, *batch, V) for documents of the given lengths (R, *batch): word n of a
         document is the inverse CDF of the softmax at the uniform noise[..., n]."""
+        if lengths is None:
+            raise ValueError("sampling documents needs their lengths")
         cumulative = torch.softmax(self.logits(context), -1).cumsum(-1)
         words = torch.searchsorted(cumulative.contiguous(), noise.contiguous()).clamp_(max=self.size - 1)
         keep = torch.arange(noise.shape[-1], device=noise.device) < lengths.unsqueeze(-1)
