@@ -1,6 +1,6 @@
-"""Runs trained as one batched computation (bench/batched.py) end as they would alone: same data
-order, random stream, statistics, early stopping and record; they resume, and one run's divergence
-does not stop the others."""
+"""Runs trained as one stacked computation (bench/batched.py) end as they would alone: same data
+order, random stream, statistics, early stopping and record; they resume, one run's divergence
+does not stop the others, and runs are grouped by estimator and structural options."""
 
 from __future__ import annotations
 
@@ -9,12 +9,10 @@ import dataclasses
 import pytest
 import torch
 
-import algorithms
-from bench.batched import compatible_groups, train_runs_together
+from bench.batched import stacked_groups, train_runs_together
 from bench.runs import train_run
 from bench.specs import RunSpec
 from bench.training import BEST
-from models import ModelSpec
 
 SMALL = dict(dataset="synthetic", model="sbn:4-8", eval_interval=40, eval_examples=200,
              test_examples=300)
@@ -34,7 +32,9 @@ def test_batched_runs_end_as_they_would_alone(tmp_path):
     for i, (spec, record) in enumerate(zip(SPECS, together, strict=True)):
         alone = train_run(spec, tmp_path / "a" / str(i), progress=False)
         assert record["status"] == alone["status"] == "complete"
-        assert record["config"]["engine"] == {"name": "fused", "runs_in_batch": len(SPECS)}
+        # NVIL's three runs share one computation, wake-sleep's run is its own group
+        stacked = 1 if spec.algorithm == "wake-sleep" else 3
+        assert record["config"]["engine"] == {"name": "stacked", "runs_in_batch": stacked}
         assert (record["updates"], record["best_update"]) == (alone["updates"], alone["best_update"])
         for ours, theirs in zip(record["metrics"], alone["metrics"], strict=True):
             assert ours["mean"] == pytest.approx(theirs["mean"], abs=1e-3)
@@ -57,29 +57,36 @@ def test_a_larger_budget_resumes_the_group_where_it_stopped(tmp_path):
 
 
 def test_a_diverging_run_is_recorded_and_the_others_complete(tmp_path):
-    specs = [SPECS[0], dataclasses.replace(SPECS[1], learning_rate=1e38), SPECS[2]]
+    specs = [SPECS[0], dataclasses.replace(SPECS[1], learning_rate=1e38), SPECS[3]]
     records = train_runs_together(specs, [tmp_path / str(i) for i in range(3)], progress=False)
+    assert all(r["config"]["engine"]["runs_in_batch"] == 3 for r in records)
     assert [r["status"] for r in records] == ["complete", "diverged", "complete"]
     assert records[0]["updates"] == 120 and records[1]["updates"] < 120
+    # the others are untouched by it: they end as they would alone
+    for i in (0, 2):
+        alone = train_run(specs[i], tmp_path / f"alone{i}", progress=False)
+        for ours, theirs in zip(records[i]["metrics"], alone["metrics"], strict=True):
+            assert ours["mean"] == pytest.approx(theirs["mean"], abs=1e-3)
 
 
-def test_runs_the_fused_engine_cannot_train_run_alone_with_autograd(tmp_path):
-    specs = [SPECS[0], dataclasses.replace(SPECS[0], model="fdarn:8", seed=5)]
-    records = train_runs_together(specs, [tmp_path / str(i) for i in range(2)], progress=False)
-    assert [r["config"]["engine"] for r in records] == [
-        {"name": "fused", "runs_in_batch": 1}, {"name": "autograd", "runs_in_batch": 1}]
+def test_every_model_family_and_optimizer_is_stacked(tmp_path):
+    specs = [dataclasses.replace(SPECS[0], model="fdarn:8", seed=5),
+             dataclasses.replace(SPECS[0], model="fdarn:8", seed=6, optimizer="adam"),
+             dataclasses.replace(SPECS[0], model="fdarn:8", seed=7)]
+    records = train_runs_together(specs, [tmp_path / str(i) for i in range(3)], progress=False)
+    assert [r["config"]["engine"]["runs_in_batch"] for r in records] == [2, 1, 2]
     assert all(r["status"] == "complete" for r in records)
 
 
-def test_groups_respect_the_engine_constraints_and_the_size_limit():
-    def make(name, model="sbn:3-4"):
-        net, inference = ModelSpec.parse(model).build(10)
-        return algorithms.build(name, net, inference)
-
-    runs = [make("wake-sleep"), make("nvil:none"), make("nvil"), make("nvil:global-signal"),
-            make("nvil", "sbn:5"), make("nvil:idb")]
-    groups = compatible_groups(runs, max_runs=16)
-    assert sorted(map(sorted, groups)) == [[0, 1, 2, 5], [3], [4]]
-    first = next(g for g in groups if 0 in g)
-    assert first == [2, 5, 1, 0]  # IDB runs, other NVIL runs, then wake-sleep
-    assert max(len(g) for g in compatible_groups(runs, max_runs=2)) == 2
+def test_groups_follow_the_estimator_its_structural_options_and_the_size_limit():
+    base = RunSpec(dataset="synthetic", model="sbn:3-4")
+    specs = [dataclasses.replace(base, algorithm=text, seed=seed) for text, seed in [
+        ("wake-sleep", 0), ("nvil:none", 1), ("nvil", 2), ("nvil:global-signal", 3),
+        ("nvil", 4), ("nvil:idb", 5), ("wake-sleep", 6)]]
+    specs[4] = dataclasses.replace(specs[4], model="sbn:5")
+    specs.append(dataclasses.replace(base, algorithm="nvil", options={"baseline_hidden": "7"}))
+    groups = stacked_groups(specs, max_runs=16)
+    # every NVIL combination of Figure 1 (and any learning rate or seed) in one computation;
+    # local vs global signals, another width of the baseline or another model apart
+    assert groups == [[0, 6], [1, 2, 5], [3], [4], [7]]
+    assert max(len(g) for g in stacked_groups(specs, max_runs=2)) == 2

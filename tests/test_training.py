@@ -15,7 +15,7 @@ import torch
 from bench.records import read_record
 from bench.runs import train_run
 from bench.specs import RunSpec
-from bench.training import CHECKPOINT, Trainer, build
+from bench.training import CHECKPOINT, RunGroup, build
 
 REPO = Path(__file__).resolve().parent.parent
 SMALL = dict(dataset="synthetic", model="sbn:4-8", eval_interval=40, eval_examples=200,
@@ -35,11 +35,11 @@ def comparable(record: dict) -> dict:
 
 
 class InterruptAfter:
-    """Wraps a trainer's update to raise KeyboardInterrupt after n calls, like a user's Ctrl-C."""
+    """Wraps a group's update to raise KeyboardInterrupt after n calls, like a user's Ctrl-C."""
 
-    def __init__(self, trainer, calls: int):
-        self.update, self.left = trainer.update, calls
-        trainer.update = self
+    def __init__(self, group, calls: int):
+        self.update, self.left = group.update, calls
+        group.update = self
 
     def __call__(self, *args, **kwargs):
         if self.left == 0:
@@ -48,17 +48,17 @@ class InterruptAfter:
         return self.update(*args, **kwargs)
 
 
-@pytest.mark.parametrize("engine", ["fused", "autograd"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 @pytest.mark.parametrize("algorithm", ["nvil", "wake-sleep"])
-def test_interrupted_and_resumed_run_ends_with_the_same_record(tmp_path, algorithm, engine):
-    spec = RunSpec(algorithm=algorithm, updates=200, seed=3, engine=engine, **SMALL)
+def test_interrupted_and_resumed_run_ends_with_the_same_record(tmp_path, algorithm, optimizer):
+    spec = RunSpec(algorithm=algorithm, updates=200, seed=3, optimizer=optimizer, **SMALL)
     straight = train_run(spec, tmp_path / "straight", progress=False)
-    assert straight["config"]["engine"]["name"] == engine
+    assert straight["config"]["engine"] == {"name": "stacked", "runs_in_batch": 1}
 
-    trainer = Trainer(build(spec), tmp_path / "resumed", progress=False)
-    InterruptAfter(trainer, 130)  # dies between the checkpoints at 120 and 160
+    group = RunGroup(build(spec), [tmp_path / "resumed"], progress=False)
+    InterruptAfter(group, 130)  # dies between the checkpoints at 120 and 160
     with pytest.raises(KeyboardInterrupt):
-        trainer.train()
+        group.train()
     assert (tmp_path / "resumed" / CHECKPOINT).exists()
     resumed = train_run(spec, tmp_path / "resumed", progress=False)
 
@@ -67,11 +67,11 @@ def test_interrupted_and_resumed_run_ends_with_the_same_record(tmp_path, algorit
     assert curve_a == (tmp_path / "resumed" / "curve.csv").read_text()
 
 
-@pytest.mark.parametrize("engine", ["fused", "autograd"])
-def test_a_run_that_produces_nan_is_recorded_as_diverged(tmp_path, engine):
-    spec = RunSpec(updates=200, engine=engine, **SMALL)
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_a_run_that_produces_nan_is_recorded_as_diverged(tmp_path, optimizer):
+    spec = RunSpec(updates=200, optimizer=optimizer, **SMALL)
     built = build(spec)
-    trainer = Trainer(built, tmp_path, progress=False)
+    trainer = RunGroup(built, [tmp_path], progress=False)
     original_update = trainer.update
     calls = {"n": 0}
 
@@ -83,7 +83,7 @@ def test_a_run_that_produces_nan_is_recorded_as_diverged(tmp_path, engine):
         return original_update()
 
     trainer.update = poisoned_update
-    state = trainer.train()
+    [state] = trainer.train()
     assert state.status == "diverged"
     assert state.update < 200
 
@@ -102,7 +102,7 @@ def test_diverged_run_through_the_cli_exits_nonzero_with_a_record(tmp_path):
 def test_record_carries_configuration_seed_updates_bounds_code_and_device(tmp_path):
     spec = RunSpec(algorithm="nvil:vn", updates=80, seed=7, test_iw_samples=20, **SMALL)
     record = train_run(spec, tmp_path, progress=False)
-    assert record["schema_version"] == 1
+    assert record["schema_version"] == 2
     assert record["status"] == "complete"
     assert record["seed"] == 7 and record["updates"] == 80
     config = record["config"]
@@ -121,6 +121,12 @@ def test_record_carries_configuration_seed_updates_bounds_code_and_device(tmp_pa
     assert {"python", "torch", "device", "threads"} <= set(record["environment"])
     assert record["throughput"]["examples_per_s"] == pytest.approx(
         20 * record["throughput"]["updates_per_s"])
+    # the estimator's cost: one model evaluation per example and update for NVIL
+    assert config["model_evaluations_per_example"] == 1.0
+    assert config["model_evaluations_per_update"] == 20.0
+    assert record["throughput"]["model_evaluations_per_s"] == pytest.approx(
+        record["throughput"]["examples_per_s"])
+    assert config["engine"] == {"name": "stacked", "runs_in_batch": 1}
     curve = (tmp_path / "curve.csv").read_text().splitlines()
     assert curve[0] == "update,epoch,valid_bound" and len(curve) == 1 + 3  # updates 0, 40, 80
 

@@ -30,7 +30,7 @@ def run(args) -> int:
     from bench.evaluation import evaluate
     from bench.records import metric_entry, read_record, write_record
     from bench.specs import RunSpec
-    from bench.training import BEST, build
+    from bench.training import BEST, build, load_best
 
     progress = apply_compute_options(args)
     run_dir = Path(args.run)
@@ -41,12 +41,15 @@ def run(args) -> int:
     if not best_path.exists():
         raise UserError(f"{best_path} is missing: the run has no best parameters "
                         f"(status {record['status']}); finish training it first")
-    spec = RunSpec(**record["config"]["spec"])
+    try:
+        spec = RunSpec(**record["config"]["spec"])
+    except TypeError as error:
+        raise UserError(f"{run_dir} was trained by another version of the suite ({error}); "
+                        f"train it again") from None
     if args.device:
         spec = dataclasses.replace(spec, device=args.device)
     built = build(spec, data_dir=args.data_dir)
-    saved = torch.load(best_path, map_location=built.device, weights_only=False)
-    built.algorithm.load_state_dict(saved["algorithm"])
+    load_best(built, best_path)
     rows = getattr(built.data, args.split)
     # The same rows as the record's other metrics of this split, so the bounds are comparable.
     limit = {"test": spec.test_examples, "valid": spec.eval_examples}.get(args.split)
