@@ -260,6 +260,23 @@ def test_the_committed_baseline_names_benchmarks_that_exist():
     assert all(value > 0 for value in baseline["ratios"].values())
 
 
+@pytest.mark.parametrize("baseline_ratio, status", [(1000.0, 1), (0.001, 0)])
+def test_check_exits_1_below_the_baseline_and_0_above(baseline_ratio, status, tmp_path):
+    """--check end to end on one benchmark against a synthetic baseline far above or below any
+    real ratio: no timing is asserted, only the gate's verdict and exit status."""
+    name = benchmarks.ceiling_name(1, "doc-sbn:50")
+    baseline = tmp_path / "ratio_baseline.json"
+    baseline.write_text(json.dumps({"ratios": {name: baseline_ratio}, "settings": {"threads": 1}}))
+    result = run_bench("perf", "--check", "--only", name, "--baseline", str(baseline),
+                       "--seconds", "0.01", "--repeats", "1", "--no-progress", "--json")
+    assert result.returncode == status, result.stderr
+    gate = json.loads(result.stdout)["gate"]
+    assert [row["benchmark"] for row in gate["rows"]] == [name]
+    assert gate["failed"] == ([name] if status else [])
+    assert (name in gate["remeasured"]) == bool(status)  # a failure is measured twice
+    assert json.loads(result.stdout)["files"] == []  # --check writes nothing without --out
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_a_gpu_is_one_line(tmp_path):
     result = run_bench("perf", "--device", "cuda", "--quick", "--out", str(tmp_path / "perf"))

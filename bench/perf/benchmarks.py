@@ -260,6 +260,25 @@ def make_bound_evaluation(spec: RunSpec, data: datasets.Data, bound: str, sample
 # ==================================================================================================
 
 
+# Benchmark names, known before anything is built (so that --only builds only what it measures).
+def update_name(algorithm: str, model: str | Architecture, engine: str = "auto") -> str:
+    suffix = "" if engine == "auto" else f" (engine={engine})"
+    return f"update {algorithm} {architecture(model).name}{suffix}"
+
+
+def batched_name(mix: str, model: str | Architecture, runs: int | None = None) -> str:
+    runs = len(BATCHED_MIXES[mix]) if runs is None else runs
+    return f"update {runs} runs batched: {mix} {architecture(model).name}"
+
+
+def ceiling_name(runs: int, model: str | Architecture) -> str:
+    label = "1 run" if runs == 1 else f"{runs} runs"
+    return f"ceiling: matrix products only, {label} nvil {architecture(model).name}"
+
+
+EVALUATION_NAME = f"iw bound K={IW_SAMPLES} {EVALUATION_MODEL}"
+
+
 def update_benchmark(algorithm: str, model: str | Architecture, device: str = "cpu",
                      data: datasets.Data | None = None, engine: str = "auto") -> Benchmark:
     """One training update of `algorithm` (default preset) on `model`, at minibatch 20."""
@@ -267,8 +286,7 @@ def update_benchmark(algorithm: str, model: str | Architecture, device: str = "c
     spec = replace(training_spec(algorithm, arch, device), engine=engine)
     data = data if data is not None else random_data(arch.data_kind)
     update = make_training_update([spec], data)
-    suffix = "" if engine == "auto" else f" (engine={engine})"
-    return Benchmark(f"update {algorithm} {arch.name}{suffix}", "update", update.step,
+    return Benchmark(update_name(algorithm, arch, engine), "update", update.step,
                      BATCH_SIZE, algorithm, arch.model, arch.name,
                      {"inference": arch.inference, "batch_size": BATCH_SIZE,
                       "optimizer": spec.optimizer, "learning_rate": spec.resolved_learning_rate,
@@ -297,7 +315,7 @@ def batched_update_benchmark(mix: str, model: str | Architecture = "sbn:200", de
     specs = [training_spec(name, arch, device, seed)
              for seed, name in enumerate(BATCHED_MIXES[mix])]
     update = make_training_update(specs, data)
-    return Benchmark(f"update {update.runs} runs batched: {mix} {arch.name}", "update",
+    return Benchmark(batched_name(mix, arch, update.runs), "update",
                      update.step, BATCH_SIZE * update.runs, mix, arch.model, arch.name,
                      {"inference": arch.inference, "batch_size": BATCH_SIZE, "runs": update.runs,
                       "engine": update.engine, "algorithms": sorted(set(BATCHED_MIXES[mix]))})
@@ -381,8 +399,7 @@ def matrix_products_benchmark(runs: int, model: str | Architecture = "sbn:200",
     `data` is not used (the products' cost depends only on shapes); it is accepted for symmetry."""
     arch = architecture(model)
     products = update_products(arch)
-    label = "1 run" if runs == 1 else f"{runs} runs"
-    return Benchmark(f"ceiling: matrix products only, {label} nvil {arch.name}", "ceiling",
+    return Benchmark(ceiling_name(runs, arch), "ceiling",
                      MatrixProducts(products, runs, BATCH_SIZE, device), BATCH_SIZE * runs,
                      "nvil", arch.model, arch.name,
                      {"inference": arch.inference, "batch_size": BATCH_SIZE, "runs": runs,
@@ -399,7 +416,7 @@ def evaluation_benchmark(examples: int, device: str = "cpu",
     spec = RunSpec(model=EVALUATION_MODEL, dataset=DATASET_FOR_KIND["binary"], device=device)
     rows = min(examples, data.test.shape[0])
     bound = make_bound_evaluation(spec, data, "iw", IW_SAMPLES, rows)
-    return Benchmark(f"iw bound K={IW_SAMPLES} {EVALUATION_MODEL}", "evaluation", bound,
+    return Benchmark(EVALUATION_NAME, "evaluation", bound,
                      rows, None, EVALUATION_MODEL, EVALUATION_ARCHITECTURE.name,
                      {"bound": "iw", "k": IW_SAMPLES, "examples_per_call": rows})
 
@@ -450,22 +467,41 @@ def yardsticks_for(candidates: list[Benchmark], device: str = "cpu",
             for name in names]
 
 
-def all_benchmarks(device: str = "cpu", evaluation_examples: int = 5,
-                   data: dict | None = None) -> list[Benchmark]:
-    """Every registered algorithm on every architecture, 16 runs together, the ceilings, then the
-    iw bound; not the yardsticks (yardsticks_for)."""
+def benchmark_factories(device: str = "cpu", evaluation_examples: int = 5,
+                        data: dict | None = None) -> dict[str, Callable[[], Benchmark]]:
+    """Name -> a function building that benchmark, for every benchmark of all_benchmarks, in its
+    order."""
     data = data if data is not None else {kind: random_data(kind) for kind in ("binary", "counts")}
-    found = [update_benchmark(name, arch, device, data[arch.data_kind])
-             for arch in ARCHITECTURES for name in algorithms.REGISTRY]
+    found: dict[str, Callable[[], Benchmark]] = {}
+    for arch in ARCHITECTURES:
+        for name in algorithms.REGISTRY:
+            found[update_name(name, arch)] = (
+                lambda n=name, a=arch: update_benchmark(n, a, device, data[a.data_kind]))
     # The readable path the fused engine replaces, for comparison.
-    found.append(update_benchmark("nvil", "sbn:200", device, data["binary"], engine="autograd"))
-    found += [batched_update_benchmark(mix, arch, device, data[arch.data_kind])
-              for mix in BATCHED_MIXES for arch in BATCHED_MIX_ARCHITECTURES[mix]]
+    found[update_name("nvil", "sbn:200", "autograd")] = lambda: update_benchmark(
+        "nvil", "sbn:200", device, data["binary"], engine="autograd")
+    for mix in BATCHED_MIXES:
+        for arch in BATCHED_MIX_ARCHITECTURES[mix]:
+            found[batched_name(mix, arch)] = (
+                lambda m=mix, a=arch: batched_update_benchmark(m, a, device, data[a.data_kind]))
     # What the matrix products alone allow, for one run and for a batch of runs.
-    found += [matrix_products_benchmark(runs, arch, device)
-              for arch in ARCHITECTURES for runs in (1, BATCHED_RUNS)]
-    found.append(evaluation_benchmark(evaluation_examples, device, data["binary"]))
+    for arch in ARCHITECTURES:
+        for runs in (1, BATCHED_RUNS):
+            found[ceiling_name(runs, arch)] = (
+                lambda r=runs, a=arch: matrix_products_benchmark(r, a, device))
+    found[EVALUATION_NAME] = lambda: evaluation_benchmark(evaluation_examples, device,
+                                                          data["binary"])
     return found
+
+
+def all_benchmarks(device: str = "cpu", evaluation_examples: int = 5,
+                   data: dict | None = None, only: list[str] | None = None) -> list[Benchmark]:
+    """Every registered algorithm on every architecture, 16 runs together, the ceilings, then the
+    iw bound; not the yardsticks (yardsticks_for). With `only`, just the benchmarks whose name
+    contains one of its strings (and only those are built)."""
+    factories = benchmark_factories(device, evaluation_examples, data)
+    return [build() for name, build in factories.items()
+            if not only or any(text in name for text in only)]
 
 
 # -- timing ----------------------------------------------------------------------------------------

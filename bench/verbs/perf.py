@@ -226,11 +226,10 @@ def run(args) -> int:
     started = datetime.now(UTC)
     device = settings["device"]
     data = {kind: benchmarks.random_data(kind) for kind in ("binary", "counts")}
-    candidates = benchmarks.all_benchmarks(device, settings["evaluation_examples"], data)
-    if settings["only"]:
-        candidates = [c for c in candidates if any(text in c.name for text in settings["only"])]
-        if not candidates:
-            raise UserError(f"no benchmark name contains {' or '.join(settings['only'])!r}")
+    candidates = benchmarks.all_benchmarks(device, settings["evaluation_examples"], data,
+                                           settings["only"])
+    if not candidates:
+        raise UserError(f"no benchmark name contains {' or '.join(map(repr, settings['only']))}")
     yardsticks = benchmarks.yardsticks_for(candidates, device, data)
     synchronize = benchmarks.synchronizer(device)
     raw = benchmarks.run_interleaved(yardsticks, candidates, settings["repeats"],
