@@ -99,6 +99,7 @@ def test_quick_run_reports_every_algorithm_and_model_against_its_yardstick(tmp_p
     (["--repeats", "0"], "--repeats must be at least 1"),
     (["--check", "--write-baseline"], "not allowed with argument"),
     (["--check", "--quick"], "--quick and --check do not go together"),
+    (["--check", "--keep-lower"], "--keep-lower goes with --write-baseline"),
     (["--check", "--baseline", "no-such-baseline.json"], "no ratio baseline at"),
 ])
 def test_a_bad_option_is_one_line_and_exit_status_2(args, message, tmp_path):
@@ -244,6 +245,15 @@ def test_the_baseline_holds_every_ratio_and_how_to_regenerate_it():
     assert payload["ratios"] == {"update nvil sbn:200": 1.8, "update nvil doc-sbn:50": 0.75,
                                  "iw bound K=5000 sbn:200": 0.005}
     assert payload["regenerate"] == "python -m bench perf --write-baseline"
+    # --keep-lower: the lower of the earlier baseline's ratio and the new one, per benchmark.
+    later = tracking.baseline_payload(synthetic_result("d" * 40, "2026-12-02T00:00:00", 1.2),
+                                      payload)
+    lower = tracking.baseline_payload(synthetic_result("e" * 40, "2026-12-03T00:00:00", 0.9),
+                                      later)
+    assert later["ratios"] == payload["ratios"]
+    assert lower["ratios"]["update nvil sbn:200"] == pytest.approx(1.8 * 0.9)
+    assert [m["started"][:10] for m in lower["measurements"]] == \
+        ["2026-12-01", "2026-12-02", "2026-12-03"]
 
 
 def test_the_committed_baseline_names_benchmarks_that_exist():

@@ -10,7 +10,8 @@ with its other jobs, a ratio to a yardstick measured in the same run, interleave
               one panel per yardstick (and one for the evaluation).
     baseline  bench/perf/ratio_baseline.json: each benchmark's ratio to its yardstick, written by
               `python -m bench perf --write-baseline` (BASELINE_COMMAND) with the gate's
-              settings, and the settings and machine it was measured with.
+              settings, and the settings and machine it was measured with; with --keep-lower,
+              the lower of the file's ratio and the new one (a baseline for several loads).
     gate      `python -m bench perf --check` (what .ci/run calls) fails when a benchmark's ratio
               falls more than TOLERANCE (25%) below the baseline's ratio for it.
 """
@@ -137,13 +138,27 @@ def plot_history(history_path: Path, plot_path: Path) -> Path:
 
 # -- the baseline and the gate ---------------------------------------------------------------------
 
-def baseline_payload(result: dict) -> dict:
-    """The committed baseline: every benchmark's ratio to its yardstick in `result`."""
+def baseline_payload(result: dict, previous: dict | None = None) -> dict:
+    """The committed baseline: every benchmark's ratio to its yardstick in `result`. With a
+    `previous` baseline (--write-baseline --keep-lower), each ratio is the lower of the two: a
+    baseline measured under several loads, which fails the gate only on what is slow under all of
+    them."""
+    ratios = {entry["name"]: round(entry["ratio_to_yardstick"], 4)
+              for entry in result["benchmarks"]}
+    measured = {key: result.get(key) for key in ("started", "command", "code", "cpu_per_wall")}
+    measurements = [measured]
+    if previous is not None:
+        ratios = {name: min(value, previous["ratios"].get(name, value))
+                  for name, value in ratios.items()}
+        earlier = previous.get("measurements") or [
+            {key: previous.get(key) for key in ("started", "command", "code", "cpu_per_wall")}]
+        measurements = [*earlier, measured]
     return {
         "schema_version": BASELINE_SCHEMA_VERSION,
         "what": "each benchmark's examples/s as a ratio to its yardstick's, measured in the same "
                 "run (interleaved, median over repeats); `python -m bench perf --check` fails "
-                f"when a ratio falls more than {TOLERANCE:.0%} below the one here",
+                f"when a ratio falls more than {TOLERANCE:.0%} below the one here"
+                + ("; each ratio is the lowest of the measurements listed" if previous else ""),
         "regenerate": BASELINE_COMMAND,
         "command": result["command"],
         "started": result["started"],
@@ -153,8 +168,8 @@ def baseline_payload(result: dict) -> dict:
         "machine": result["machine"],
         "settings": {key: result["settings"][key] for key in ("repeats", "seconds", "threads")},
         "cpu_per_wall": result.get("cpu_per_wall"),
-        "ratios": {entry["name"]: round(entry["ratio_to_yardstick"], 4)
-                   for entry in result["benchmarks"]},
+        "measurements": measurements,
+        "ratios": ratios,
         "yardsticks": {entry["name"]: entry["yardstick"] for entry in result["benchmarks"]},
     }
 

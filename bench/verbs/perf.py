@@ -116,6 +116,10 @@ def add_parser(subparsers) -> None:
                             "status 1 if a ratio falls more than 25%% below the baseline's")
     modes.add_argument("--write-baseline", action="store_true",
                        help="measure with the gate's settings and write the ratio baseline")
+    parser.add_argument("--keep-lower", action="store_true",
+                        help="with --write-baseline: keep, for each benchmark, the lower of the "
+                             "existing baseline's ratio and the new one (measure under several "
+                             "loads; the gate then fails only what is slow under all of them)")
     parser.add_argument("--baseline", default=None,
                         help="the ratio baseline of --check and --write-baseline (default "
                              "bench/perf/ratio_baseline.json)")
@@ -135,6 +139,8 @@ def mode(args) -> str:
 
 def settings_from_args(args, baseline: dict | None = None) -> dict:
     current = mode(args)
+    if args.keep_lower and current != "write-baseline":
+        raise UserError("--keep-lower goes with --write-baseline")
     if args.quick and current in ("check", "write-baseline"):
         raise UserError(f"--quick and --{current} do not go together: --{current} sets its own "
                         f"durations")
@@ -162,7 +168,7 @@ def settings_from_args(args, baseline: dict | None = None) -> dict:
 
 def command_line(args, settings) -> str:
     parts = ["python", "-m", "bench", "perf"]
-    for flag in ("quick", "check", "write_baseline", "record"):
+    for flag in ("quick", "check", "write_baseline", "keep_lower", "record"):
         if getattr(args, flag):
             parts.append("--" + flag.replace("_", "-"))
     parts += ["--device", settings["device"]]
@@ -203,7 +209,8 @@ def _read_baseline(path: Path) -> dict:
 def run(args) -> int:
     current = mode(args)
     settings_from_args(args)  # before reading the baseline and importing torch: mistakes at once
-    baseline = _read_baseline(_baseline_path(args)) if current == "check" else None
+    baseline = _read_baseline(_baseline_path(args)) if current == "check" or args.keep_lower \
+        else None
     settings = settings_from_args(args, baseline)
 
     import torch
@@ -268,7 +275,7 @@ def run(args) -> int:
     result["files"] = [str(json_path), str(markdown_path)] if writes else []
     if current == "write-baseline":
         path = _baseline_path(args)
-        atomic_write_json(path, tracking.baseline_payload(result))
+        atomic_write_json(path, tracking.baseline_payload(result, baseline))
         result["files"].append(str(path))
     if args.record:
         history = out_dir / tracking.HISTORY_FILE
