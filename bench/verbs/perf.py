@@ -326,7 +326,7 @@ def _check(result, baseline, candidates, yardsticks, settings, synchronize, repo
                                                          "machine")},
         "tolerance": tracking.TOLERANCE,
         "rows": [{"benchmark": r.benchmark, "ratio": r.ratio, "baseline": r.baseline,
-                  "change": r.change, "verdict": r.verdict} for r in rows],
+                  "change": r.change, "gated": r.gated, "verdict": r.verdict} for r in rows],
         "remeasured": remeasured,
         "failed": [r.benchmark for r in failures],
         "note": None if machine == result["machine"] else
@@ -403,12 +403,13 @@ def _gate_lines(result: dict) -> list[str]:
 
     gate = result["gate"]
     baseline = gate["baseline"]
-    rows = [GateRow(r["benchmark"], r["ratio"], r["baseline"], gate["tolerance"])
+    rows = [GateRow(r["benchmark"], r["ratio"], r["baseline"], gate["tolerance"], r["gated"])
             for r in gate["rows"]]
     lines = [f"gate: each ratio against the baseline's (measured {baseline['started']}, code "
              f"{_code(baseline['code'] or {})}, {baseline['threads']} thread(s), "
              f"{baseline['machine']}); fails below -{gate['tolerance']:.0%}", ""]
     lines += gate_report(rows).splitlines()
+    lines.append("(ceilings: plain PyTorch products, no code of the suite; reported, not gated)")
     if gate["remeasured"]:
         lines.append(f"(measured twice, the better median kept: {', '.join(gate['remeasured'])})")
     if gate["note"]:
