@@ -1,31 +1,40 @@
 """What `python -m bench perf` and `tests/perf` measure, and how.
 
+Architectures (model family and inference network): sbn:200, sbn:200-200-200, fdarn:200 and
+sbn:200 with an autoregressive inference network (Table 2), on 784 pixels (MNIST's shape);
+doc-sbn:50 and doc-fdarn:50 on a 2,000-word vocabulary (20 Newsgroups' size). Each architecture
+has its own yardstick (below), and every figure is a ratio to its architecture's yardstick.
+
 Measured:
-    update      one full training update of each registered algorithm (default preset) on sbn:200,
-                sbn:200-200-200, fdarn:200 (784 pixels, MNIST's shape) and doc-sbn:50 (a 2,000-word
-                vocabulary, 20 Newsgroups' size), at minibatch 20, exactly as Trainer.train does it:
-                next minibatch, algorithm.step, one backward pass through the summed per-group
-                losses, one optimizer step per parameter group. Model, inference network, algorithm,
-                optimizers and data order come from bench.training.build and Trainer itself.
+    update      one full training update of each registered algorithm (default preset) on every
+                architecture at minibatch 20, exactly as training does it, and one update of 16
+                runs trained together (16 NVIL seeds on every architecture; on sbn:200 also
+                Figure 1's eight NVIL combinations beside eight wake-sleep runs).
     evaluation  the importance-sampled bound with K=5000 on sbn:200 with 784 pixels, through
                 bench.evaluation.evaluate exactly as `python -m bench eval RUN --k 5000` calls it
                 (its own seeded stream, its batches), on a few examples per call; the time for the
                 10,000 MNIST test images is projected from its examples/s. The eval command scores
                 100 examples per call, but the bound's cost per example does not depend on that:
                 its chunks hold samples x examples rows (bench/evaluation.py).
-    ceiling     the matrix products alone of the fused NVIL update of sbn:200, for 1 and for 16 runs
-                (MatrixProducts): the most any update doing those products could reach.
-    yardstick   the NVIL update for sbn:200 written in plain PyTorch (bench/perf/yardstick.py).
+    ceiling     the matrix products alone of one NVIL update of the architecture (MatrixProducts),
+                for 1 and for 16 runs: the most any update doing those products could reach.
+    yardstick   the NVIL update of the architecture written in plain PyTorch, one run
+                (bench/perf/yardstick.py).
+
+The training engine is reached ONLY through the section marked "THE TRAINING ENGINE" below
+(make_training_update and make_bound_evaluation): everything else here (yardsticks, ceilings,
+data, timing) is plain PyTorch and knows nothing of it.
 
 Why ratios: absolute speed on a shared machine says as much about the other jobs as about the code.
-Every figure is therefore also given as a ratio of examples/s to the yardstick's examples/s,
-measured in the same process, on the same device and threads, interleaved with the candidates:
-Y C1 Y C2 ... Cn Y, repeated. Each candidate measurement is divided by the mean of the two
-yardstick measurements on either side of it, so a load change during the run moves both, and the
-reported figures are medians over the repeats (rates and ratios alike), with the range of the
-ratios as a sign of how noisy the run was. A ratio above 1 is faster than the yardstick.
-For the evaluation the ratio compares unlike work (scoring an example with 5000 samples against
-training on it); it serves to normalise its speed for the machine, not to compare the two.
+Every figure is therefore also given as a ratio of examples/s to its yardstick's examples/s,
+measured in the same process, on the same device and threads, interleaved with the candidates of
+that yardstick: Y C1 Y C2 ... Cn Y for each yardstick in turn, repeated. Each candidate measurement
+is divided by the mean of the two yardstick measurements on either side of it, so a load change
+during the run moves both, and the reported figures are medians over the repeats (rates and ratios
+alike), with the range of the ratios as a sign of how noisy the run was. A ratio above 1 is faster
+than the yardstick. For the evaluation the ratio compares unlike work (scoring an example with 5000
+samples against training on it); it serves to normalise its speed for the machine, not to compare
+the two. The same holds for wake-sleep against an NVIL yardstick.
 
 Also recorded: process CPU time over wall time. On an idle machine it is about the number of
 threads actually busy; well below that, the process waited for a CPU (the machine was loaded).
@@ -37,11 +46,10 @@ values of the data, only on its shape.
 
 from __future__ import annotations
 
-import dataclasses
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,26 +58,56 @@ import torch
 
 import algorithms
 import datasets
-from bench.evaluation import evaluate, rows_as_tensor
-from bench.perf.yardstick import YardstickNVIL
+from bench.perf.yardstick import YARDSTICKS
 from bench.specs import RunSpec
-from bench.training import Trainer, build
 from datasets._data import column_mean
-from models import ModelSpec
+from models import FAMILIES, ModelSpec
 
-MODELS = ("sbn:200", "sbn:200-200-200", "fdarn:200", "doc-sbn:50")
 BATCH_SIZE = 20
 MNIST_PIXELS = 784
 VOCABULARY_WORDS = 2000
 MEAN_DOCUMENT_WORDS = 100
 IW_SAMPLES = 5000
-EVALUATION_MODEL = "sbn:200"
+BASELINE_HIDDEN = 100  # tanh units of NVIL's input-dependent baselines (§4.1)
 MNIST_TEST_IMAGES = 10_000
 TRAINING_ROWS = 2000  # rows of random data per dataset: 100 minibatches an epoch
 DATA_NOTE = (f"random binary data of MNIST shape ({MNIST_PIXELS} pixels) and random word counts "
              f"over a {VOCABULARY_WORDS:,}-word vocabulary; no dataset is read")
 # The dataset name only picks the paper's learning rate (bench.specs); the rows are random.
 DATASET_FOR_KIND = {"binary": "mnist", "counts": "20news"}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """A model (family and layer sizes, as users write it) and its inference network."""
+
+    model: str
+    inference: str = "factorial"
+
+    @property
+    def name(self) -> str:
+        return self.model if self.inference == "factorial" else \
+            f"{self.model} (inference={self.inference})"
+
+    @property
+    def spec(self) -> ModelSpec:
+        return ModelSpec.parse(self.model, inference=self.inference)
+
+    @property
+    def data_kind(self) -> str:
+        return self.spec.data_kind
+
+
+ARCHITECTURES = (Architecture("sbn:200"), Architecture("sbn:200-200-200"),
+                 Architecture("fdarn:200"), Architecture("sbn:200", "autoregressive"),
+                 Architecture("doc-sbn:50"), Architecture("doc-fdarn:50"))
+MODELS = tuple(dict.fromkeys(a.model for a in ARCHITECTURES))
+EVALUATION_ARCHITECTURE = ARCHITECTURES[0]
+EVALUATION_MODEL = EVALUATION_ARCHITECTURE.model
+
+
+def architecture(value: str | Architecture) -> Architecture:
+    return value if isinstance(value, Architecture) else Architecture(value)
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -97,15 +135,26 @@ def random_data(kind: str, rows: int = TRAINING_ROWS, seed: int = 0) -> datasets
                          provenance={"note": DATA_NOTE, "seed": seed})
 
 
-def data_kind(model: str) -> str:
-    return ModelSpec.parse(model).data_kind
+def data_kind(model: str | Architecture) -> str:
+    return architecture(model).data_kind
+
+
+def num_features(kind: str) -> int:
+    return MNIST_PIXELS if kind == "binary" else VOCABULARY_WORDS
+
+
+def dense_rows(rows, device: torch.device) -> torch.Tensor:
+    """Rows (numpy or scipy.sparse) as a dense float32 tensor on `device`."""
+    array = rows.toarray() if hasattr(rows, "toarray") else np.asarray(rows)
+    return torch.as_tensor(array, dtype=torch.float32, device=device)
 
 
 # -- the steps being measured ----------------------------------------------------------------------
 
 @dataclass
 class Benchmark:
-    """A callable doing one unit of work (one update, or one bound on `examples_per_call` rows)."""
+    """A callable doing one unit of work (one update, or one bound on `examples_per_call` rows),
+    and the name of the yardstick it is measured against."""
 
     name: str
     kind: str                  # 'update', 'evaluation', 'ceiling' or 'yardstick'
@@ -113,50 +162,140 @@ class Benchmark:
     examples_per_call: int
     algorithm: str | None = None
     model: str | None = None
+    yardstick: str = EVALUATION_ARCHITECTURE.name
     details: dict = field(default_factory=dict)
 
 
-class TrainerUpdate:
-    """One update exactly as Trainer.train does it (`Trainer.update`), without the progress bar,
-    validation and checkpoints, which are not part of an update. Nothing is written: only
-    Trainer.train writes to its output directory."""
-
-    def __init__(self, trainer: Trainer):
-        self.trainer = trainer
-
-    def __call__(self) -> None:
-        trainer = self.trainer
-        if not trainer.update():
-            raise RuntimeError(f"{trainer.spec.algorithm} on {trainer.spec.model} diverged after "
-                               f"{trainer.state.update} updates while being measured")
+def training_spec(algorithm: str, model: str | Architecture, device: str = "cpu",
+                  seed: int = 0) -> RunSpec:
+    arch = architecture(model)
+    return RunSpec(algorithm=algorithm, model=arch.model, inference=arch.inference,
+                   dataset=DATASET_FOR_KIND[arch.data_kind], batch_size=BATCH_SIZE,
+                   device=device, seed=seed)
 
 
-def training_spec(algorithm: str, model: str, device: str = "cpu", seed: int = 0) -> RunSpec:
-    return RunSpec(algorithm=algorithm, model=model, dataset=DATASET_FOR_KIND[data_kind(model)],
-                   batch_size=BATCH_SIZE, device=device, seed=seed)
+# ==================================================================================================
+# THE TRAINING ENGINE. Every call the benchmarks make into the training and evaluation code is in
+# this section, in two functions: make_training_update (one update of R runs) and
+# make_bound_evaluation (the importance-sampled bound of one run's model). A new engine is
+# measured by re-pointing these two; nothing else in bench/perf needs to change.
+# ==================================================================================================
+
+@dataclass
+class TrainingUpdate:
+    """What make_training_update returns."""
+
+    step: Callable[[], None]   # one update of every run; raises if a run diverged
+    engine: str                # what computes the update, for the tables
+    runs: int
+    handles: list = field(default_factory=list)  # the engine's per-run objects (for tests)
 
 
-def trainer_for(spec: RunSpec, data: datasets.Data, own_engine: bool = True) -> Trainer:
-    # Trainer.__init__ only remembers its output directory; nothing is written unless train() runs.
-    return Trainer(build(spec, data=data), out_dir=Path("unused-by-benchmarks"), progress=False,
-                   own_engine=own_engine)
+def make_training_update(specs: list[RunSpec], data: datasets.Data) -> TrainingUpdate:
+    """One update of every run in `specs` (which share model, dataset, minibatch size and device)
+    on `data`, exactly as training does it: each run's next minibatch from its own data order, its
+    own random stream, its learning rates.
+
+    Today: one run is `Trainer.update` (bench/training.py: the fused engine where it applies,
+    autograd elsewhere, as spec.engine says); several runs are one `RunGroup.update`
+    (bench/batched.py: one FusedSGD over all of them) when the fused engine can train every one of
+    them, and otherwise each run's `Trainer.update` in turn (what `bench run` does with runs it
+    cannot batch). Trainer.__init__ only remembers its output directory: nothing is written."""
+    from algorithms.fused import run_order_key
+    from bench.batched import RunGroup
+    from bench.training import Trainer, build
+
+    def trainer(spec: RunSpec, own_engine: bool):
+        return Trainer(build(spec, data=data), out_dir=Path("unused-by-benchmarks"),
+                       progress=False, own_engine=own_engine)
+
+    def check(trainer) -> None:
+        if trainer.state.status != "running":
+            raise RuntimeError(f"{trainer.spec.run_name()} diverged while being measured")
+
+    # own_engine=False: a fused run leaves its update to a shared engine (autograd runs ignore it).
+    alone = [trainer(spec, own_engine=len(specs) == 1) for spec in specs]
+    if len(specs) > 1 and all(t.engine == "fused" for t in alone):
+        grouped = sorted(alone, key=lambda t: run_order_key(t.algorithm))
+        group = RunGroup(grouped)
+
+        def group_update() -> None:
+            group.update()
+            for member in grouped:
+                check(member)
+
+        return TrainingUpdate(group_update, "fused, batched", len(grouped), grouped)
+    if len(specs) > 1:  # not all fused: each run alone, fused ones with their own engine
+        alone = [trainer(t.spec, own_engine=True) if t.engine == "fused" else t for t in alone]
+
+    def update() -> None:
+        for trainer in alone:
+            if not trainer.update():
+                raise RuntimeError(f"{trainer.spec.run_name()} diverged after "
+                                   f"{trainer.state.update} updates while being measured")
+
+    engine = alone[0].engine if len(alone) == 1 else f"{alone[0].engine}, one run after another"
+    return TrainingUpdate(update, engine, len(alone), alone)
 
 
-def update_benchmark(algorithm: str, model: str, device: str = "cpu",
+def make_bound_evaluation(spec: RunSpec, data: datasets.Data, bound: str, samples: int,
+                          examples: int) -> Callable[[], object]:
+    """The bound with `samples` samples on the first `examples` test rows of `data`, for the model
+    `spec` builds, as `python -m bench eval` computes it (bench.evaluation.evaluate)."""
+    from bench.evaluation import evaluate
+    from bench.training import build
+
+    built = build(spec, data=data)
+    model, inference = built.algorithm.model, built.algorithm.inference
+    rows = data.test[:examples]
+
+    def evaluation():
+        return evaluate(model, inference, rows, bound, samples, seed=spec.seed,
+                        device=built.device, counts=data.kind == "counts")
+
+    return evaluation
+
+# ==================================================================================================
+# End of THE TRAINING ENGINE.
+# ==================================================================================================
+
+
+# Benchmark names, known before anything is built (so that --only builds only what it measures).
+def update_name(algorithm: str, model: str | Architecture, engine: str = "auto") -> str:
+    suffix = "" if engine == "auto" else f" (engine={engine})"
+    return f"update {algorithm} {architecture(model).name}{suffix}"
+
+
+def batched_name(mix: str, model: str | Architecture, runs: int | None = None) -> str:
+    runs = len(BATCHED_MIXES[mix]) if runs is None else runs
+    return f"update {runs} runs batched: {mix} {architecture(model).name}"
+
+
+def ceiling_name(runs: int, model: str | Architecture) -> str:
+    label = "1 run" if runs == 1 else f"{runs} runs"
+    return f"ceiling: matrix products only, {label} nvil {architecture(model).name}"
+
+
+EVALUATION_NAME = f"iw bound K={IW_SAMPLES} {EVALUATION_MODEL}"
+
+
+def update_benchmark(algorithm: str, model: str | Architecture, device: str = "cpu",
                      data: datasets.Data | None = None, engine: str = "auto") -> Benchmark:
     """One training update of `algorithm` (default preset) on `model`, at minibatch 20."""
-    spec = dataclasses.replace(training_spec(algorithm, model, device), engine=engine)
-    data = data if data is not None else random_data(data_kind(model))
-    trainer = trainer_for(spec, data)
-    suffix = "" if engine == "auto" else f" (engine={engine})"
-    return Benchmark(f"update {algorithm} {model}{suffix}", "update", TrainerUpdate(trainer),
-                     BATCH_SIZE, algorithm, model,
-                     {"batch_size": BATCH_SIZE, "optimizer": spec.optimizer,
-                      "learning_rate": spec.resolved_learning_rate, "engine": trainer.engine})
+    arch = architecture(model)
+    spec = replace(training_spec(algorithm, arch, device), engine=engine)
+    data = data if data is not None else random_data(arch.data_kind)
+    update = make_training_update([spec], data)
+    return Benchmark(update_name(algorithm, arch, engine), "update", update.step,
+                     BATCH_SIZE, algorithm, arch.model, arch.name,
+                     {"inference": arch.inference, "batch_size": BATCH_SIZE,
+                      "optimizer": spec.optimizer, "learning_rate": spec.resolved_learning_rate,
+                      "engine": update.engine})
 
 
-# Many runs in one batched computation (bench/batched.py): seeds of the default NVIL, and the
-# mixture a suite batches (Figure 1's eight variance-reduction combinations beside wake-sleep).
+# Many runs in one batched computation: seeds of the default NVIL on every architecture, and on
+# sbn:200 the mixture a suite batches (Figure 1's eight variance-reduction combinations beside
+# wake-sleep).
 BATCHED_RUNS = 16
 BATCHED_MIXES = {
     "nvil": ["nvil"] * BATCHED_RUNS,
@@ -164,123 +303,141 @@ BATCHED_MIXES = {
                                                  "idb+vn", "baseline", "idb", "vn", "none")]
                           + ["wake-sleep"] * 8,
 }
+BATCHED_MIX_ARCHITECTURES = {"nvil": ARCHITECTURES, "figure1+wake-sleep": ARCHITECTURES[:1]}
 
 
-class GroupUpdate:
-    """One update of every run of a RunGroup, exactly as `bench run` does it."""
-
-    def __init__(self, group):
-        self.group = group
-
-    def __call__(self) -> None:
-        self.group.update()
-        diverged = [t.spec.run_name() for t in self.group.trainers if t.state.status != "running"]
-        if diverged:
-            raise RuntimeError(f"runs diverged while being measured: {', '.join(diverged)}")
-
-
-def batched_update_benchmark(mix: str, model: str = "sbn:200", device: str = "cpu",
+def batched_update_benchmark(mix: str, model: str | Architecture = "sbn:200", device: str = "cpu",
                              data: datasets.Data | None = None) -> Benchmark:
-    """One update of 16 runs (seeds 0..15) trained as one batched computation; examples/s counts
-    every run's minibatch."""
-    from algorithms.fused import run_order_key
-    from bench.batched import RunGroup
+    """One update of 16 runs (seeds 0..15) trained together; examples/s counts every run's
+    minibatch."""
+    arch = architecture(model)
+    data = data if data is not None else random_data(arch.data_kind)
+    specs = [training_spec(name, arch, device, seed)
+             for seed, name in enumerate(BATCHED_MIXES[mix])]
+    update = make_training_update(specs, data)
+    return Benchmark(batched_name(mix, arch, update.runs), "update",
+                     update.step, BATCH_SIZE * update.runs, mix, arch.model, arch.name,
+                     {"inference": arch.inference, "batch_size": BATCH_SIZE, "runs": update.runs,
+                      "engine": update.engine, "algorithms": sorted(set(BATCHED_MIXES[mix]))})
 
-    data = data if data is not None else random_data(data_kind(model))
-    trainers = [trainer_for(training_spec(name, model, device, seed), data, own_engine=False)
-                for seed, name in enumerate(BATCHED_MIXES[mix])]
-    trainers.sort(key=lambda t: run_order_key(t.algorithm))
-    group = RunGroup(trainers)
-    return Benchmark(f"update {len(trainers)} runs batched: {mix} {model}", "update",
-                     GroupUpdate(group), BATCH_SIZE * len(trainers), mix, model,
-                     {"batch_size": BATCH_SIZE, "runs": len(trainers), "engine": "fused",
-                      "algorithms": sorted(set(BATCHED_MIXES[mix]))})
+
+# -- the ceilings: the matrix products of one update alone -----------------------------------------
+
+def update_products(model: str | Architecture) -> list[tuple[str, int, int]]:
+    """(weight, context size, output size) of every weight matrix one NVIL update of the
+    architecture multiplies by (default preset: an input-dependent baseline per learning signal,
+    local signals): Q's layers and, for an autoregressive Q, their within-layer weights; the
+    visible layer, the conditionals and, for fDARN, the prior's within-layer weights; each
+    baseline's hidden and output layers."""
+    arch = architecture(model)
+    spec = arch.spec
+    _, autoregressive_prior, _, _ = FAMILIES[spec.family]
+    latents = tuple(reversed(spec.layers))  # bottom-up: latents[0] feeds the data
+    features = num_features(spec.data_kind)
+    contexts = (features, *latents[:-1])
+    products = [(f"Q layer {i + 1}", c, h) for i, (c, h) in enumerate(zip(contexts, latents, strict=True))]
+    if arch.inference == "autoregressive":
+        products += [(f"Q layer {i + 1} within", h, h) for i, h in enumerate(latents)]
+    products.append(("P visible", latents[0], features))
+    products += [(f"P layer {i + 1}", above, below)
+                 for i, (below, above) in enumerate(zip(latents[:-1], latents[1:], strict=True))]
+    if autoregressive_prior:
+        products.append(("P prior within", latents[-1], latents[-1]))
+    for j, context in enumerate(contexts):
+        products += [(f"baseline {j + 1} hidden", context, BASELINE_HIDDEN),
+                     (f"baseline {j + 1} output", BASELINE_HIDDEN, 1)]
+    return products
 
 
 class MatrixProducts:
-    """Only the seven matrix products of one fused NVIL update of sbn:200 (input-dependent baseline,
-    the default preset) for every run of `engine`, with the engine's own stacks, layouts and
-    calls: four forward products (inference network, decoder, the baseline's two layers) and the
-    three weight updates of size (C, H). Nothing else of the update runs. Its ratio to the
-    yardstick is therefore a ceiling: the most any engine doing these products this way could
-    reach if everything else took no time."""
+    """Only the matrix products of one NVIL update of an architecture, for `runs` runs: for every
+    weight matrix W (C, H) of the update (update_products) its forward product, logits = context W
+    + b on the minibatch, and its weight update, W += rate * context^T delta, with weights
+    stored (C, H) as a fast engine keeps them. One run uses 2-D products (addmm), several runs
+    batched products over a leading run dimension (baddbmm). Nothing else of the update runs: no
+    sampling, no element-wise work, no autograd. Its ratio to the yardstick is therefore a
+    ceiling: the most any update doing these products could reach if everything else took no
+    time. (Backpropagation through the baseline's tanh is a (B, 1) x (1, 100) outer product,
+    element-wise work, and is left out.) Plain PyTorch: no engine of the suite is involved."""
 
     # Small enough that the updates leave the weights unchanged in float32, and not zero, so that
     # no library can skip the product.
     RATE = 1e-30
 
-    def __init__(self, engine, x: torch.Tensor):
-        generator = torch.Generator(device=x.device).manual_seed(0)
-        self.engine = engine
-        self.context = x - engine.input_mean                       # (R, B, D)
-        runs, batch = x.shape[:2]
-        hidden_units = engine.baselines[0][0].shape[-1]
+    def __init__(self, products: list[tuple[str, int, int]], runs: int, batch: int = BATCH_SIZE,
+                 device: str | torch.device = "cpu", seed: int = 0):
+        generator = torch.Generator(device=device).manual_seed(seed)
+        lead = () if runs == 1 else (runs,)
 
         def random(*shape):
-            return torch.rand(shape, generator=generator, dtype=x.dtype, device=x.device)
+            return torch.rand(*lead, *shape, generator=generator, device=device)
 
-        self.h = (random(runs, batch, engine.latent_sizes[0]) < 0.5).to(x.dtype)
-        self.visible_delta = random(runs, batch, x.shape[-1])
-        self.inference_delta = random(runs, batch, engine.latent_sizes[0])
-        self.hidden_delta = random(runs, batch, hidden_units)
+        self.runs = runs
+        self.products = products
+        # Binary contexts, as the latent samples are; the data's context is as dense.
+        self.weights = [(random(c, h) - 0.5) * 0.02 for _, c, h in products]
+        self.biases = [random(1, h) for _, _, h in products]
+        self.contexts = [(random(batch, c) < 0.5).float() for _, c, _ in products]
+        self.deltas = [random(batch, h) - 0.5 for _, _, h in products]
 
     def __call__(self) -> None:
-        from algorithms.fused import _logits
+        if self.runs == 1:
+            for weight, bias, context in zip(self.weights, self.biases, self.contexts, strict=True):
+                torch.addmm(bias, context, weight)
+            for weight, context, delta in zip(self.weights, self.contexts, self.deltas, strict=True):
+                weight.addmm_(context.t(), delta, alpha=self.RATE)
+        else:
+            for weight, bias, context in zip(self.weights, self.biases, self.contexts, strict=True):
+                torch.baddbmm(bias, context, weight)
+            for weight, context, delta in zip(self.weights, self.contexts, self.deltas, strict=True):
+                weight.baddbmm_(context.transpose(1, 2), delta, alpha=self.RATE)
 
-        engine = self.engine
-        hidden_w, hidden_b, out_w, out_b = engine.baselines[0]
-        _logits(*engine.inference[0], self.context)
-        _logits(*engine.visible, self.h)
-        _logits(out_w, out_b, _logits(hidden_w, hidden_b, self.context))
-        for weight_t, context, delta in ((engine.visible[0], self.h, self.visible_delta),
-                                         (engine.inference[0][0], self.context, self.inference_delta),
-                                         (hidden_w, self.context, self.hidden_delta)):
-            weight_t.baddbmm_(context.transpose(1, 2), delta, alpha=self.RATE)
 
-
-def matrix_products_benchmark(runs: int, device: str = "cpu",
-                              data: datasets.Data | None = None) -> Benchmark:
-    """The ceiling for `runs` NVIL runs of sbn:200 at minibatch 20 (MatrixProducts)."""
-    from algorithms.fused import FusedSGD
-
-    data = data if data is not None else random_data("binary")
-    trainers = [trainer_for(training_spec("nvil", "sbn:200", device, seed), data, own_engine=False)
-                for seed in range(runs)]
-    engine = FusedSGD([t.algorithm for t in trainers], [t.learning_rates for t in trainers])
-    x = torch.stack([t._next_batch() for t in trainers])
-    label = "1 run" if runs == 1 else f"{runs} runs"
-    return Benchmark(f"ceiling: matrix products only, {label} nvil sbn:200", "ceiling",
-                     MatrixProducts(engine, x), BATCH_SIZE * runs, "nvil", "sbn:200",
-                     {"batch_size": BATCH_SIZE, "runs": runs, "engine": "fused"})
+def matrix_products_benchmark(runs: int, model: str | Architecture = "sbn:200",
+                              device: str = "cpu", data: datasets.Data | None = None) -> Benchmark:
+    """The ceiling for `runs` NVIL runs of the architecture at minibatch 20 (MatrixProducts).
+    `data` is not used (the products' cost depends only on shapes); it is accepted for symmetry."""
+    arch = architecture(model)
+    products = update_products(arch)
+    return Benchmark(ceiling_name(runs, arch), "ceiling",
+                     MatrixProducts(products, runs, BATCH_SIZE, device), BATCH_SIZE * runs,
+                     "nvil", arch.model, arch.name,
+                     {"inference": arch.inference, "batch_size": BATCH_SIZE, "runs": runs,
+                      "products": len(products),
+                      "mflop_per_update": round(4 * BATCH_SIZE * runs
+                                                * sum(c * h for _, c, h in products) / 1e6, 2)})
 
 
 def evaluation_benchmark(examples: int, device: str = "cpu",
                          data: datasets.Data | None = None) -> Benchmark:
     """The importance-sampled bound with K=5000 on `examples` rows of MNIST's shape, sbn:200, as
-    the eval command computes it (bench.evaluation.evaluate)."""
+    the eval command computes it."""
     data = data if data is not None else random_data("binary")
     spec = RunSpec(model=EVALUATION_MODEL, dataset=DATASET_FOR_KIND["binary"], device=device)
-    built = build(spec, data=data)
-    model, inference = built.algorithm.model, built.algorithm.inference
-    rows = data.test[:examples]
-
-    def bound():
-        return evaluate(model, inference, rows, "iw", IW_SAMPLES, seed=spec.seed,
-                        device=built.device)
-
-    return Benchmark(f"iw bound K={IW_SAMPLES} {EVALUATION_MODEL}", "evaluation", bound,
-                     rows.shape[0], None, EVALUATION_MODEL,
-                     {"bound": "iw", "k": IW_SAMPLES, "examples_per_call": rows.shape[0]})
+    rows = min(examples, data.test.shape[0])
+    bound = make_bound_evaluation(spec, data, "iw", IW_SAMPLES, rows)
+    return Benchmark(EVALUATION_NAME, "evaluation", bound,
+                     rows, None, EVALUATION_MODEL, EVALUATION_ARCHITECTURE.name,
+                     {"bound": "iw", "k": IW_SAMPLES, "examples_per_call": rows})
 
 
-def yardstick_benchmark(device: str = "cpu", data: datasets.Data | None = None) -> Benchmark:
-    """The plain-PyTorch NVIL update for sbn:200 at minibatch 20, on shuffled minibatches."""
-    data = data if data is not None else random_data("binary")
+# -- the yardsticks --------------------------------------------------------------------------------
+
+def yardstick_benchmark(model: str | Architecture = "sbn:200", device: str = "cpu",
+                        data: datasets.Data | None = None) -> Benchmark:
+    """The plain-PyTorch NVIL update of the architecture at minibatch 20, on shuffled
+    minibatches (bench/perf/yardstick.py)."""
+    arch = architecture(model)
+    spec = arch.spec
+    data = data if data is not None else random_data(spec.data_kind)
     torch_device = torch.device(device)
-    rows = rows_as_tensor(data.train, torch.float32, torch_device)
+    rows = dense_rows(data.train, torch_device)  # a careful user's documents: dense, once
     mean = torch.as_tensor(data.train_mean, dtype=torch.float32, device=torch_device)
+    cls = YARDSTICKS[(spec.family, arch.inference)]
+    learning_rate = training_spec("nvil", arch).resolved_learning_rate
     with torch_device:  # its layers are created on the device
-        yardstick = YardstickNVIL(num_features=rows.shape[1], latents=200, feature_mean=mean)
+        yardstick = cls(num_features=rows.shape[1], latents=tuple(reversed(spec.layers)),
+                        feature_mean=mean, learning_rate=learning_rate)
     generator = torch.Generator(device=torch_device).manual_seed(0)
     state = {"order": torch.randperm(rows.shape[0], generator=generator, device=torch_device),
              "position": 0}
@@ -294,25 +451,57 @@ def yardstick_benchmark(device: str = "cpu", data: datasets.Data | None = None) 
         state["position"] += BATCH_SIZE
         return yardstick.step(rows[index])
 
-    return Benchmark("yardstick: plain-PyTorch nvil sbn:200", "yardstick", update, BATCH_SIZE,
-                     "nvil", "sbn:200", {"batch_size": BATCH_SIZE, "optimizer": "sgd",
-                                         "source": "bench/perf/yardstick.py"})
+    return Benchmark(f"yardstick: plain-PyTorch nvil {arch.name}", "yardstick", update,
+                     BATCH_SIZE, "nvil", arch.model, arch.name,
+                     {"inference": arch.inference, "batch_size": BATCH_SIZE, "optimizer": "sgd",
+                      "source": f"bench/perf/yardstick.py ({cls.__name__})"})
 
 
-def all_benchmarks(device: str = "cpu", evaluation_examples: int = 5) -> list[Benchmark]:
-    """Every registered algorithm on every benchmark model, then the iw bound; not the yardstick."""
-    data = {kind: random_data(kind) for kind in ("binary", "counts")}
-    found = [update_benchmark(name, model, device, data[data_kind(model)])
-             for name in algorithms.REGISTRY for model in MODELS]
+def yardsticks_for(candidates: list[Benchmark], device: str = "cpu",
+                   data: dict | None = None) -> list[Benchmark]:
+    """The yardstick of every architecture the candidates name, in their order."""
+    names = list(dict.fromkeys(c.yardstick for c in candidates))
+    by_name = {a.name: a for a in ARCHITECTURES}
+    data = data or {}
+    return [yardstick_benchmark(by_name[name], device, data.get(by_name[name].data_kind))
+            for name in names]
+
+
+def benchmark_factories(device: str = "cpu", evaluation_examples: int = 5,
+                        data: dict | None = None) -> dict[str, Callable[[], Benchmark]]:
+    """Name -> a function building that benchmark, for every benchmark of all_benchmarks, in its
+    order."""
+    data = data if data is not None else {kind: random_data(kind) for kind in ("binary", "counts")}
+    found: dict[str, Callable[[], Benchmark]] = {}
+    for arch in ARCHITECTURES:
+        for name in algorithms.REGISTRY:
+            found[update_name(name, arch)] = (
+                lambda n=name, a=arch: update_benchmark(n, a, device, data[a.data_kind]))
     # The readable path the fused engine replaces, for comparison.
-    found.append(update_benchmark("nvil", "sbn:200", device, data["binary"], engine="autograd"))
-    found += [batched_update_benchmark(mix, "sbn:200", device, data["binary"])
-              for mix in BATCHED_MIXES]
+    found[update_name("nvil", "sbn:200", "autograd")] = lambda: update_benchmark(
+        "nvil", "sbn:200", device, data["binary"], engine="autograd")
+    for mix in BATCHED_MIXES:
+        for arch in BATCHED_MIX_ARCHITECTURES[mix]:
+            found[batched_name(mix, arch)] = (
+                lambda m=mix, a=arch: batched_update_benchmark(m, a, device, data[a.data_kind]))
     # What the matrix products alone allow, for one run and for a batch of runs.
-    found += [matrix_products_benchmark(runs, device, data["binary"])
-              for runs in (1, BATCHED_RUNS)]
-    found.append(evaluation_benchmark(evaluation_examples, device, data["binary"]))
+    for arch in ARCHITECTURES:
+        for runs in (1, BATCHED_RUNS):
+            found[ceiling_name(runs, arch)] = (
+                lambda r=runs, a=arch: matrix_products_benchmark(r, a, device))
+    found[EVALUATION_NAME] = lambda: evaluation_benchmark(evaluation_examples, device,
+                                                          data["binary"])
     return found
+
+
+def all_benchmarks(device: str = "cpu", evaluation_examples: int = 5,
+                   data: dict | None = None, only: list[str] | None = None) -> list[Benchmark]:
+    """Every registered algorithm on every architecture, 16 runs together, the ceilings, then the
+    iw bound; not the yardsticks (yardsticks_for). With `only`, just the benchmarks whose name
+    contains one of its strings (and only those are built)."""
+    factories = benchmark_factories(device, evaluation_examples, data)
+    return [build() for name, build in factories.items()
+            if not only or any(text in name for text in only)]
 
 
 # -- timing ----------------------------------------------------------------------------------------
@@ -367,37 +556,46 @@ def median_seconds_per_call(step: Callable[[], object], seconds: float,
 
 @dataclass
 class Interleaved:
-    """Raw measurements of one run: the yardstick's in order, and per candidate its measurements,
-    each with the mean yardstick examples/s of the two yardstick measurements around it."""
+    """Raw measurements of one run: each yardstick's in order, and per candidate its measurements,
+    each with the mean yardstick examples/s of the two measurements of its yardstick around it."""
 
-    yardstick: list[Measurement]
+    yardsticks: dict[str, list[Measurement]]
     candidates: dict[str, list[tuple[Measurement, float]]]
 
 
-def run_interleaved(yardstick: Benchmark, candidates: list[Benchmark], repeats: int,
+def run_interleaved(yardsticks: list[Benchmark], candidates: list[Benchmark], repeats: int,
                     seconds: float, warmup_seconds: float, synchronize=lambda: None,
                     report: Callable[[str], None] | None = None) -> Interleaved:
-    """Y C1 Y C2 ... Cn Y, `repeats` times, after one untimed warm-up measurement of each."""
-    for benchmark in [yardstick, *candidates]:
+    """For each yardstick Y and its candidates C1..Cn: Y C1 Y C2 ... Cn Y; all of that `repeats`
+    times, after one untimed warm-up measurement of each benchmark."""
+    by_name = {y.yardstick: y for y in yardsticks}
+    missing = {c.yardstick for c in candidates} - set(by_name)
+    if missing:
+        raise ValueError(f"no yardstick given for {', '.join(sorted(missing))}")
+    groups = [(y, [c for c in candidates if c.yardstick == y.yardstick]) for y in yardsticks]
+    for benchmark in [*yardsticks, *candidates]:
         measure(benchmark.step, warmup_seconds, synchronize)
-    yardstick_runs: list[Measurement] = []
+    yardstick_runs: dict[str, list[Measurement]] = {y.name: [] for y in yardsticks}
     candidate_runs: dict[str, list[tuple[Measurement, float]]] = {c.name: [] for c in candidates}
 
-    def yardstick_rate() -> float:
+    def yardstick_rate(yardstick: Benchmark) -> float:
         run = measure(yardstick.step, seconds, synchronize)
-        yardstick_runs.append(run)
+        yardstick_runs[yardstick.name].append(run)
         return run.calls_per_s * yardstick.examples_per_call
 
     for repeat in range(repeats):
         if report is not None:
-            report(f"repeat {repeat + 1}/{repeats}: yardstick and {len(candidates)} benchmarks, "
-                   f"{seconds:g} s each")
-        before = yardstick_rate()
-        for candidate in candidates:
-            run = measure(candidate.step, seconds, synchronize)
-            after = yardstick_rate()
-            candidate_runs[candidate.name].append((run, (before + after) / 2))
-            before = after
+            report(f"repeat {repeat + 1}/{repeats}: {len(yardsticks)} yardsticks and "
+                   f"{len(candidates)} benchmarks, {seconds:g} s each")
+        for yardstick, members in groups:
+            if not members:
+                continue
+            before = yardstick_rate(yardstick)
+            for candidate in members:
+                run = measure(candidate.step, seconds, synchronize)
+                after = yardstick_rate(yardstick)
+                candidate_runs[candidate.name].append((run, (before + after) / 2))
+                before = after
     return Interleaved(yardstick_runs, candidate_runs)
 
 
@@ -420,6 +618,7 @@ def summarise(benchmark: Benchmark, runs: list[Measurement],
         "kind": benchmark.kind,
         "algorithm": benchmark.algorithm,
         "model": benchmark.model,
+        "yardstick": benchmark.yardstick,
         "updates_per_s": None if benchmark.kind == "evaluation" else calls_per_s,
         "examples_per_s": median_examples,
         "ratio_to_yardstick": ratio,
@@ -436,11 +635,15 @@ def summarise(benchmark: Benchmark, runs: list[Measurement],
     return entry
 
 
-def summarise_run(yardstick: Benchmark, candidates: list[Benchmark], raw: Interleaved) -> dict:
-    """The yardstick's entry and every candidate's, in the candidates' order."""
+def summarise_run(yardsticks: list[Benchmark], candidates: list[Benchmark],
+                  raw: Interleaved) -> dict:
+    """Every yardstick's entry that was measured, and every candidate's, in the candidates'
+    order."""
     entries = []
     for candidate in candidates:
         pairs = raw.candidates[candidate.name]
         entries.append(summarise(candidate, [run for run, _ in pairs],
                                  [reference for _, reference in pairs]))
-    return {"yardstick": summarise(yardstick, raw.yardstick, None), "benchmarks": entries}
+    measured = [summarise(y, raw.yardsticks[y.name], None) for y in yardsticks
+                if raw.yardsticks[y.name]]
+    return {"yardsticks": measured, "benchmarks": entries}

@@ -1,15 +1,16 @@
 """Throughput benchmarks (pytest-benchmark) of the steps `python -m bench perf` measures.
 
-One test per step: one training update of every registered algorithm on sbn:200,
-sbn:200-200-200, fdarn:200 and doc-sbn:50 at minibatch 20 (bench.perf.benchmarks.TrainerUpdate,
-exactly Trainer's update), the importance-sampled bound with K=5000 on sbn:200, and the
-plain-PyTorch NVIL yardstick itself. Random data of MNIST's and 20 Newsgroups' shapes: nothing is
-read from disk.
+One test per step: one training update of every registered algorithm on every architecture of
+bench.perf.benchmarks.ARCHITECTURES (sbn:200, sbn:200-200-200, fdarn:200, sbn:200 with an
+autoregressive inference network, doc-sbn:50, doc-fdarn:50) at minibatch 20
+(bench.perf.benchmarks.make_training_update, exactly training's update), the importance-sampled
+bound with K=5000 on sbn:200, and each architecture's plain-PyTorch NVIL yardstick itself. Random
+data of MNIST's and 20 Newsgroups' shapes: nothing is read from disk.
 
 pytest-benchmark times each step and, under `tox -e perf`, compares it with a stored baseline
 (bench/perf/baseline.json), flagging a step more than 20% slower. Absolute times on a shared
-machine also move with the other jobs, so every test also measures the yardstick just before and
-just after its step, in the same way (median time of single calls), and stores in
+machine also move with the other jobs, so every test also measures its architecture's yardstick
+just before and just after its step, in the same way (median time of single calls), and stores in
 `benchmark.extra_info` the step's examples/s as a ratio to the yardstick's (ratio_to_yardstick):
 that ratio is what to compare across machines and loads. When the baseline holds one too, the
 relative change is stored beside it (ratio_change: -0.25 is a quarter slower, relative to the
@@ -58,34 +59,54 @@ def random_data():
     return {kind: benchmarks.random_data(kind) for kind in ("binary", "counts")}
 
 
-@pytest.fixture(scope="session")
-def yardstick(random_data):
-    """The plain-PyTorch NVIL update, built once for the session and warmed up."""
-    yardstick = benchmarks.yardstick_benchmark(DEVICE, random_data["binary"])
-    benchmarks.measure(yardstick.step, WARMUP_SECONDS)
-    return yardstick
+class Yardsticks(dict):
+    """Each architecture's plain-PyTorch NVIL update, built on first use and warmed up."""
+
+    def __init__(self, random_data):
+        super().__init__()
+        self.random_data = random_data
+
+    def __missing__(self, name: str) -> benchmarks.Benchmark:
+        (arch,) = [a for a in benchmarks.ARCHITECTURES if a.name == name]
+        yardstick = benchmarks.yardstick_benchmark(arch, DEVICE, self.random_data[arch.data_kind])
+        benchmarks.measure(yardstick.step, WARMUP_SECONDS)
+        self[name] = yardstick
+        return yardstick
 
 
 @pytest.fixture(scope="session")
-def baseline_ratios(request) -> dict[str, float]:
-    """Ratios to the yardstick in the baseline given to --benchmark-compare, when it is a file."""
+def yardsticks(random_data):
+    return Yardsticks(random_data)
+
+
+# Baselines written before every architecture had its own yardstick measured against this one.
+EARLIER_YARDSTICK = "yardstick: plain-PyTorch nvil sbn:200"
+
+
+@pytest.fixture(scope="session")
+def baseline_ratios(request) -> dict[str, tuple[str, float]]:
+    """(yardstick, ratio to it) of each test in the baseline given to --benchmark-compare, when it
+    is a file."""
     compare = request.config.getoption("benchmark_compare")
     if not isinstance(compare, str) or not Path(compare).is_file():
         return {}
     stored = json.loads(Path(compare).read_text())
-    return {entry["fullname"]: entry["extra_info"]["ratio_to_yardstick"]
+    return {entry["fullname"]: (entry["extra_info"].get("yardstick", EARLIER_YARDSTICK),
+                                entry["extra_info"]["ratio_to_yardstick"])
             for entry in stored["benchmarks"]
             if "ratio_to_yardstick" in entry.get("extra_info", {})}
 
 
 @pytest.fixture
-def against_yardstick(benchmark, yardstick, baseline_ratios, request):
-    """Time a candidate's step against the yardstick (below); beside the baseline's ratio, if any,
-    store the change of the ratio: unlike absolute times it hardly moves with other load."""
+def against_yardstick(benchmark, yardsticks, baseline_ratios, request):
+    """Time a candidate's step against its yardstick (below); beside the baseline's ratio, if any
+    and to the same yardstick, store the change of the ratio: unlike absolute times it hardly
+    moves with other load."""
     def run(candidate: benchmarks.Benchmark) -> None:
+        yardstick = yardsticks[candidate.yardstick]
         benchmark_against_yardstick(benchmark, candidate, yardstick)
-        baseline = baseline_ratios.get(request.node.nodeid)
-        if baseline is not None:
+        stored_yardstick, baseline = baseline_ratios.get(request.node.nodeid, (None, None))
+        if baseline is not None and stored_yardstick == yardstick.name:
             benchmark.extra_info["baseline_ratio_to_yardstick"] = baseline
             benchmark.extra_info["ratio_change"] = (
                 benchmark.extra_info["ratio_to_yardstick"] / baseline - 1)
@@ -110,6 +131,7 @@ def benchmark_against_yardstick(benchmark, candidate: benchmarks.Benchmark,
     reference = statistics.fmean([before, after])
     benchmark.extra_info.update({
         "benchmark": candidate.name,
+        "yardstick": yardstick.name,
         "updates_per_s": None if candidate.kind == "evaluation" else calls_per_s,
         "examples_per_s": examples_per_s,
         "yardstick_examples_per_s": reference,
@@ -121,12 +143,16 @@ def benchmark_against_yardstick(benchmark, candidate: benchmarks.Benchmark,
     })
 
 
-@pytest.mark.parametrize("model", benchmarks.MODELS)
+ARCHITECTURE_IDS = [a.name.replace(" (inference=autoregressive)", "+autoregressive-q")
+                    for a in benchmarks.ARCHITECTURES]
+
+
+@pytest.mark.parametrize("model", benchmarks.ARCHITECTURES, ids=ARCHITECTURE_IDS)
 @pytest.mark.parametrize("algorithm", list(algorithms.REGISTRY))
 def test_update(benchmark, against_yardstick, random_data, algorithm, model):
     candidate = benchmarks.update_benchmark(algorithm, model, DEVICE,
-                                            random_data[benchmarks.data_kind(model)])
-    benchmark.group = f"update {model}"
+                                            random_data[model.data_kind])
+    benchmark.group = f"update {model.name}"
     against_yardstick(candidate)
 
 
@@ -138,11 +164,19 @@ def test_iw_bound(benchmark, against_yardstick, random_data):
         benchmarks.MNIST_TEST_IMAGES / benchmark.extra_info["examples_per_s"])
 
 
-def test_yardstick(benchmark, against_yardstick, yardstick):
-    """The yardstick's own time: a slower yardstick against the baseline means a slower or busier
-    machine, not slower code. Its ratio to its own neighbouring measurements shows the noise."""
+def test_yardstick(benchmark, against_yardstick, yardsticks):
+    """The sbn:200 yardstick's own time: a slower yardstick against the baseline means a slower or
+    busier machine, not slower code. Its ratio to its own neighbouring measurements shows the
+    noise."""
     benchmark.group = "update sbn:200"
-    against_yardstick(yardstick)
+    against_yardstick(yardsticks["sbn:200"])
+
+
+@pytest.mark.parametrize("model", benchmarks.ARCHITECTURES[1:], ids=ARCHITECTURE_IDS[1:])
+def test_yardstick_of_family(benchmark, against_yardstick, yardsticks, model):
+    """Every other architecture's yardstick, the same way."""
+    benchmark.group = f"update {model.name}"
+    against_yardstick(yardsticks[model.name])
 
 
 def test_update_with_autograd(benchmark, against_yardstick, random_data):
