@@ -29,8 +29,8 @@ A bias is max |z| above the Bonferroni threshold for a family-wise false-alarm r
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 import math
+from dataclasses import dataclass, field
 from statistics import NormalDist
 
 import torch
@@ -39,7 +39,6 @@ import algorithms
 from models import ModelSpec
 from models.noise import draw as draw_noise
 from models.noise import enumerating
-
 
 MAX_ENUMERATED_BITS = 16
 EXACT_TOLERANCE = 1e-8

@@ -36,6 +36,7 @@ class RunOptimizer:
         self.params = [p for group in groups for p in groups[group]]
         self.rates = [_per_run(rates[group].to(p.dtype), p)
                       for group in groups for p in groups[group]]
+        self.negative_rates = [-rate for rate in self.rates]
         self.betas, self.eps = betas, eps
         self.num_runs = self.params[0].shape[0]
         if kind == "adam":
@@ -56,13 +57,17 @@ class RunOptimizer:
             return
         params = [self.params[i] for i in index]
         grads = [self.params[i].grad for i in index]
+        if self.kind == "sgd":
+            negative_rates = [self.negative_rates[i] for i in index]
+            if ok is not None:
+                grads = [torch.where(_per_run(ok, g), g, 0.0) for g in grads]
+                negative_rates = [torch.where(_per_run(ok, r), r, 0.0) for r in negative_rates]
+            torch._foreach_addcmul_(params, grads, negative_rates)
+            return
         rates = [self.rates[i] for i in index]
         if ok is not None:
             grads = [torch.where(_per_run(ok, g), g, 0.0) for g in grads]
             rates = [torch.where(_per_run(ok, r), r, 0.0) for r in rates]
-        if self.kind == "sgd":
-            torch._foreach_addcmul_(params, grads, torch._foreach_neg(rates))
-            return
         beta1, beta2 = self.betas
         moving = torch.ones_like(self.steps) if ok is None else ok.to(self.steps.dtype)
         self.steps += moving

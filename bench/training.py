@@ -256,10 +256,10 @@ class RunGroup:
         noise = draw_noise(request, generators, x.dtype, x.device, active=active)
         kept = [b.clone() for b in self.buffers]
         result = self.algorithm.step(x, noise)
-        bound = result.metrics["bound"].detach()
-        finite = torch.isfinite(bound)
-        all_ok = all(active) and bool(finite.all())
-        ok = None if all_ok else finite & torch.tensor(active, device=bound.device)
+        finite = torch.isfinite(result.metrics["bound"].detach())
+        finite_list = finite.tolist()  # the update's one synchronisation
+        ok = (None if all(active) and all(finite_list)
+              else finite & torch.tensor(active, device=finite.device))
         self.optimizer.zero_grad()
         sum(result.losses.values()).backward()
         self.optimizer.step(ok)
@@ -269,7 +269,6 @@ class RunGroup:
                     keep = (~ok).view(-1, *([1] * (buffer.dim() - 1)))
                     buffer.copy_(torch.where(keep, old, buffer))
         elapsed = time.perf_counter() - started
-        finite_list = finite.tolist()
         for run, wanted, is_finite in zip(self.runs, active, finite_list, strict=True):
             if not wanted:
                 continue

@@ -69,6 +69,47 @@ def linear(context: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     return out.reshape(runs, *context.shape[1:-1], weight.shape[-1])
 
 
+class _LogisticLogProb(torch.autograd.Function):
+    """log p(v | c) = sum_j [v_j a_j - softplus(a_j)] with a = c W^T + b, for every run, with its
+    closed-form backward. For a linear-logistic layer the gradient of any weighted sum
+    sum_i g_i log p(v_i | c_i) is local: d/da = g (v - sigmoid(a)), the score, so
+
+        grad W^T = c^T (g score)   (one batched product)     grad b = sum_i g_i score_i
+        grad c   = (g score) W     (only if c needs it)      grad v = g a   (only if v needs it)
+
+    One node instead of the half-dozen of the plain expression, and the sigmoid is computed once,
+    in the forward pass. Every estimator whose surrogate has this form (score-function, wake,
+    sleep and reweighted losses) gets it from the layer. With `sample`, the value is drawn in the
+    same pass as [u < sigmoid(a)] from the uniforms u (it carries no gradient).
+
+    Shapes: context (R, N, C), weight (R, C, H), bias (R, H), value or noise (R, N, H) -> (R, N)."""
+
+    @staticmethod
+    def forward(ctx, context, weight, bias, value_or_noise, sample: bool):
+        logits = torch.baddbmm(bias.unsqueeze(1), context, weight)
+        probability = torch.sigmoid(logits)
+        value = ((value_or_noise < probability).to(logits.dtype) if sample
+                 else value_or_noise)
+        log_prob = (value * logits).sum(-1) - F.softplus(logits).sum(-1)
+        ctx.save_for_backward(context, weight, value - probability,
+                              logits if not sample and ctx.needs_input_grad[3] else None)
+        if sample:
+            ctx.mark_non_differentiable(value)
+            return value, log_prob
+        return log_prob
+
+    @staticmethod
+    def backward(ctx, *grads):
+        context, weight, score, logits = ctx.saved_tensors
+        grad = grads[-1].unsqueeze(-1)                     # d loss / d log_prob, (R, N, 1)
+        delta = score * grad
+        grad_context = torch.bmm(delta, weight.transpose(1, 2)) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.bmm(context.transpose(1, 2), delta) if ctx.needs_input_grad[1] else None
+        grad_bias = delta.sum(1) if ctx.needs_input_grad[2] else None
+        grad_value = logits * grad if logits is not None else None
+        return grad_context, grad_weight, grad_bias, grad_value, None
+
+
 def stacked_normal(generators: Sequence, shape: tuple, scale: float, dtype) -> Tensor:
     """One (shape) draw of N(0, scale^2) per run, each from that run's generator, stacked (R, ...)."""
     return torch.stack([torch.randn(shape, generator=g, dtype=dtype) * scale for g in generators])
@@ -141,7 +182,19 @@ class LogisticLayer(nn.Module):
             logits = logits + linear(value, self.masked_autoregressive_weight(), None)
         return logits
 
+    def _closed_form(self, context: Tensor | None, other: Tensor) -> bool:
+        """Whether `_LogisticLogProb` applies: a factorial layer with a context of the same
+        batch shape as the value (or noise), every run's own."""
+        return (not self.autoregressive and context is not None
+                and context.shape[:-1] == other.shape[:-1] and context.shape[0] == self.num_runs)
+
     def log_prob(self, value: Tensor, context: Tensor | None = None) -> Tensor:
+        if self._closed_form(context, value):
+            runs = self.num_runs
+            flat = _LogisticLogProb.apply(context.reshape(runs, -1, self.context_size),
+                                          self.weight, self.bias,
+                                          value.reshape(runs, -1, self.size), False)
+            return flat.reshape(value.shape[:-1])
         if self.autoregressive:
             return bernoulli_log_prob(self.logits(context, value), value)
         if context is None or value.dim() >= context.dim():
@@ -166,6 +219,14 @@ class LogisticLayer(nn.Module):
         the context's logits: the inference network's hot path, which would otherwise compute its
         largest matrix product twice. A context of shape (R, B, C) with noise (R, S, B, H) is
         multiplied once and broadcast over the S samples."""
+        if self._closed_form(context, noise):
+            runs = self.num_runs
+            value, log_prob = _LogisticLogProb.apply(
+                context.reshape(runs, -1, self.context_size), self.weight, self.bias,
+                noise.reshape(runs, -1, self.size), True)
+            if noise_module.recording():
+                noise_module.record_outcome(log_prob.detach())
+            return value.reshape(noise.shape), log_prob.reshape(noise.shape[:-1])
         base = self.context_logits(context, noise.dim())
         value = self._sample_from(base.detach(), noise)
         logits = align(base, value.dim())

@@ -156,7 +156,16 @@ class InferenceNet(nn.Module):
 
     def centre(self, x: Tensor) -> Tensor:
         """x - mean, (R, *batch, D) for x (R|1, *batch, D)."""
-        return x - align_mean(self.input_mean, x.dim()).to(x.dtype)
+        return x - align_mean(self._mean_as(x.dtype), x.dim())
+
+    def _mean_as(self, dtype) -> Tensor:
+        # The float64 mean cast once per dtype (and again only if it changes, e.g. on loading a
+        # checkpoint): centring runs several times per update.
+        key = (dtype, self.input_mean.device, self.input_mean._version, id(self.input_mean))
+        if getattr(self, "_cast_mean_key", None) != key:
+            self._cast_mean = self.input_mean.to(dtype)
+            self._cast_mean_key = key
+        return self._cast_mean
 
     def noise(self, *batch_shape) -> list[Noise]:
         """What `sample` needs for latents of batch shape (B,) or (S, B): one uniform per unit."""

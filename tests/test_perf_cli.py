@@ -22,7 +22,7 @@ import torch
 
 import algorithms
 from bench.perf import benchmarks, tracking
-from bench.training import Trainer, build
+from bench.training import RunGroup, build
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 
@@ -47,14 +47,12 @@ def test_quick_run_reports_every_algorithm_and_model_against_its_yardstick(tmp_p
     assert set(yardsticks) == {a.name for a in benchmarks.ARCHITECTURES}
     assert all(e["kind"] == "yardstick" for e in yardsticks.values())
     updates = {(e["algorithm"], e["yardstick"]): e for e in payload["benchmarks"]
-               if e["kind"] == "update" and "runs" not in e and "engine=" not in e["name"]}
+               if e["kind"] == "update" and "runs" not in e}
     assert set(updates) == {(name, a.name) for name in algorithms.REGISTRY
                             for a in benchmarks.ARCHITECTURES}
-    assert updates[("nvil", "sbn:200")]["engine"] == "fused"
-    assert updates[("nvil", "fdarn:200")]["engine"] == "autograd"
+    assert updates[("nvil", "sbn:200")]["engine"] == "stacked"
+    assert updates[("nvil", "fdarn:200")]["engine"] == "stacked"
     assert updates[("nvil", "sbn:200 (inference=autoregressive)")]["inference"] == "autoregressive"
-    (readable,) = [e for e in payload["benchmarks"] if "engine=autograd" in e["name"]]
-    assert readable["engine"] == "autograd" and readable["model"] == "sbn:200"
     batched = [e for e in payload["benchmarks"] if e["kind"] == "update" and "runs" in e]
     assert {e["algorithm"] for e in batched} == set(benchmarks.BATCHED_MIXES)
     assert {e["yardstick"] for e in batched if e["algorithm"] == "nvil"} == set(yardsticks)
@@ -114,28 +112,28 @@ def test_a_bad_option_is_one_line_and_exit_status_2(args, message, tmp_path):
 @pytest.mark.parametrize("algorithm", sorted(algorithms.REGISTRY))
 @pytest.mark.parametrize("model", ["sbn:7-5", "doc-sbn:4"])
 def test_measured_update_is_the_trainers_update(algorithm, model, tmp_path):
-    """The benchmarks repeat the body of Trainer.train's loop: N of their updates must leave
-    exactly the parameters, statistics and data position that Trainer.train leaves after N."""
+    """The benchmarks repeat the body of the training loop: N of their updates must leave exactly
+    the parameters, statistics and data position that RunGroup.train leaves after N."""
     updates = 13  # random data of 200 rows: 10 minibatches an epoch, so this crosses an epoch
     data = benchmarks.random_data(benchmarks.data_kind(model), rows=200)
     spec = benchmarks.training_spec(algorithm, model)
     spec = spec.__class__(**{**spec.to_dict(), "updates": updates, "eval_interval": 1000,
                              "eval_examples": 2})
 
-    trained = Trainer(build(spec, data=data), tmp_path / "run", progress=False)
+    trained = RunGroup(build(spec, data=data), [tmp_path / "run"], progress=False)
     trained.train()
 
     update = benchmarks.make_training_update([spec], data)
-    (measured_trainer,) = update.handles
+    (measured,) = update.handles
     for _ in range(updates):
         update.step()
 
-    expected, actual = trained.algorithm.state_dict(), measured_trainer.algorithm.state_dict()
+    expected, actual = trained.algorithm.state_dict(), measured.algorithm.state_dict()
     assert expected.keys() == actual.keys()
     for key in expected:
         assert torch.equal(expected[key], actual[key]), key
-    assert (measured_trainer.state.epoch, measured_trainer.state.position) == \
-        (trained.state.epoch, trained.state.position)
+    assert (measured.runs[0].state.epoch, measured.runs[0].state.position) == \
+        (trained.runs[0].state.epoch, trained.runs[0].state.position)
     assert not (Path.cwd() / "unused-by-benchmarks").exists()
 
 

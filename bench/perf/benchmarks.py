@@ -188,54 +188,34 @@ class TrainingUpdate:
     step: Callable[[], None]   # one update of every run; raises if a run diverged
     engine: str                # what computes the update, for the tables
     runs: int
-    handles: list = field(default_factory=list)  # the engine's per-run objects (for tests)
+    handles: list = field(default_factory=list)  # the RunGroups doing it (for tests)
 
 
 def make_training_update(specs: list[RunSpec], data: datasets.Data) -> TrainingUpdate:
     """One update of every run in `specs` (which share model, dataset, minibatch size and device)
     on `data`, exactly as training does it: each run's next minibatch from its own data order, its
-    own random stream, its learning rates.
+    own random stream, its learning rates. Runs that can share a computation are one RunGroup
+    (bench/training.py), as `bench run` groups them (by estimator and structural options); the
+    groups update one after the other. No run evaluates or writes anything while measured."""
+    from bench.batched import stacked_groups
+    from bench.training import RunGroup, build
 
-    Today: one run is `Trainer.update` (bench/training.py: the fused engine where it applies,
-    autograd elsewhere, as spec.engine says); several runs are one `RunGroup.update`
-    (bench/batched.py: one FusedSGD over all of them) when the fused engine can train every one of
-    them, and otherwise each run's `Trainer.update` in turn (what `bench run` does with runs it
-    cannot batch). Trainer.__init__ only remembers its output directory: nothing is written."""
-    from algorithms.fused import run_order_key
-    from bench.batched import RunGroup
-    from bench.training import Trainer, build
-
-    def trainer(spec: RunSpec, own_engine: bool):
-        return Trainer(build(spec, data=data), out_dir=Path("unused-by-benchmarks"),
-                       progress=False, own_engine=own_engine)
-
-    def check(trainer) -> None:
-        if trainer.state.status != "running":
-            raise RuntimeError(f"{trainer.spec.run_name()} diverged while being measured")
-
-    # own_engine=False: a fused run leaves its update to a shared engine (autograd runs ignore it).
-    alone = [trainer(spec, own_engine=len(specs) == 1) for spec in specs]
-    if len(specs) > 1 and all(t.engine == "fused" for t in alone):
-        grouped = sorted(alone, key=lambda t: run_order_key(t.algorithm))
-        group = RunGroup(grouped)
-
-        def group_update() -> None:
-            group.update()
-            for member in grouped:
-                check(member)
-
-        return TrainingUpdate(group_update, "fused, batched", len(grouped), grouped)
-    if len(specs) > 1:  # not all fused: each run alone, fused ones with their own engine
-        alone = [trainer(t.spec, own_engine=True) if t.engine == "fused" else t for t in alone]
+    never = 10 ** 15  # no validation, hence no checkpoint, while measured
+    specs = [replace(spec, updates=never, eval_interval=never) for spec in specs]
+    groups = [RunGroup(build([specs[i] for i in members], data=data),
+                      [Path("unused-by-benchmarks")] * len(members), progress=False)
+              for members in stacked_groups(specs, max_runs=len(specs))]
 
     def update() -> None:
-        for trainer in alone:
-            if not trainer.update():
-                raise RuntimeError(f"{trainer.spec.run_name()} diverged after "
-                                   f"{trainer.state.update} updates while being measured")
+        for group in groups:
+            group.update()
+            for run in group.runs:
+                if run.state.status != "running":
+                    raise RuntimeError(f"{run.spec.run_name()} diverged after "
+                                       f"{run.state.update} updates while being measured")
 
-    engine = alone[0].engine if len(alone) == 1 else f"{alone[0].engine}, one run after another"
-    return TrainingUpdate(update, engine, len(alone), alone)
+    engine = "stacked" + "".join(f" x{group.num_runs}" for group in groups if group.num_runs > 1)
+    return TrainingUpdate(update, engine, len(specs), groups)
 
 
 def make_bound_evaluation(spec: RunSpec, data: datasets.Data, bound: str, samples: int,
@@ -261,9 +241,8 @@ def make_bound_evaluation(spec: RunSpec, data: datasets.Data, bound: str, sample
 
 
 # Benchmark names, known before anything is built (so that --only builds only what it measures).
-def update_name(algorithm: str, model: str | Architecture, engine: str = "auto") -> str:
-    suffix = "" if engine == "auto" else f" (engine={engine})"
-    return f"update {algorithm} {architecture(model).name}{suffix}"
+def update_name(algorithm: str, model: str | Architecture) -> str:
+    return f"update {algorithm} {architecture(model).name}"
 
 
 def batched_name(mix: str, model: str | Architecture, runs: int | None = None) -> str:
@@ -280,13 +259,13 @@ EVALUATION_NAME = f"iw bound K={IW_SAMPLES} {EVALUATION_MODEL}"
 
 
 def update_benchmark(algorithm: str, model: str | Architecture, device: str = "cpu",
-                     data: datasets.Data | None = None, engine: str = "auto") -> Benchmark:
+                     data: datasets.Data | None = None) -> Benchmark:
     """One training update of `algorithm` (default preset) on `model`, at minibatch 20."""
     arch = architecture(model)
-    spec = replace(training_spec(algorithm, arch, device), engine=engine)
+    spec = training_spec(algorithm, arch, device)
     data = data if data is not None else random_data(arch.data_kind)
     update = make_training_update([spec], data)
-    return Benchmark(update_name(algorithm, arch, engine), "update", update.step,
+    return Benchmark(update_name(algorithm, arch), "update", update.step,
                      BATCH_SIZE, algorithm, arch.model, arch.name,
                      {"inference": arch.inference, "batch_size": BATCH_SIZE,
                       "optimizer": spec.optimizer, "learning_rate": spec.resolved_learning_rate,
@@ -477,9 +456,6 @@ def benchmark_factories(device: str = "cpu", evaluation_examples: int = 5,
         for name in algorithms.REGISTRY:
             found[update_name(name, arch)] = (
                 lambda n=name, a=arch: update_benchmark(n, a, device, data[a.data_kind]))
-    # The readable path the fused engine replaces, for comparison.
-    found[update_name("nvil", "sbn:200", "autograd")] = lambda: update_benchmark(
-        "nvil", "sbn:200", device, data["binary"], engine="autograd")
     for mix in BATCHED_MIXES:
         for arch in BATCHED_MIX_ARCHITECTURES[mix]:
             found[batched_name(mix, arch)] = (

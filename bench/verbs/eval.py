@@ -23,7 +23,6 @@ def add_parser(subparsers) -> None:
 def run(args) -> int:
     import dataclasses
 
-    import torch
     from tqdm import tqdm
 
     from bench.errors import UserError

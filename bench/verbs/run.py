@@ -43,8 +43,9 @@ def add_parser(subparsers) -> None:
                     "command again continues where it stopped.")
     add_suite_options(parser)
     parser.add_argument("--seeds", type=int, default=1, help="repeat every cell with seeds 0..N-1")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="cells trained at once, in separate processes (default 1)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="groups of cells trained at once, in separate processes (default: "
+                             "one per core, at most one per group; 1: all in this process)")
     parser.add_argument("--batch", type=int, default=16,
                         help="at most this many cells (of the same model, dataset and minibatch "
                              "size) trained as one batched computation (default 16; 1: one by one)")
@@ -56,7 +57,7 @@ def command_line(args) -> str:
     """The command, written out with every option that differs from its default."""
     parts = ["python", "-m", "bench", "run", args.suite, "--budget", args.budget,
              "--seeds", str(args.seeds)]
-    if args.jobs != 1:
+    if args.jobs is not None:
         parts += ["--jobs", str(args.jobs)]
     if args.batch != 16:
         parts += ["--batch", str(args.batch)]
@@ -153,7 +154,7 @@ def run(args) -> int:
     suite = suites.load(args.suite)
     budget = suite.budget(args.budget)
     args.budget = budget.name
-    if args.jobs < 1:
+    if args.jobs is not None and args.jobs < 1:
         raise UserError(f"--jobs must be at least 1, got {args.jobs}")
     if args.batch < 1:
         raise UserError(f"--batch must be at least 1, got {args.batch}")
@@ -163,20 +164,22 @@ def run(args) -> int:
     runs_dir = Path(args.runs_dir)
     pending = [c for c in cells if not record_is_complete(run_dir(runs_dir, suite, budget.name, c))]
     progress = not args.no_progress
+    work = [(c, str(run_dir(runs_dir, suite, budget.name, c))) for c in pending]
+    units = _units(work, args.batch) if pending else []
+    # Groups of different estimators cannot share a computation: by default each core takes one.
+    jobs = args.jobs or max(1, min(available_cores(), len(units)))
     print(f"suite {suite.name}, budget {budget.name} ({budget.describe()}), seeds {args.seeds}: "
           f"{len(cells)} cells, {len(cells) - len(pending)} already done, {len(pending)} to run"
-          + (f" in {args.jobs} processes" if args.jobs > 1 and len(pending) > 1 else ""),
+          + (f" in {min(jobs, len(units))} processes" if jobs > 1 and len(units) > 1 else ""),
           flush=True)
     started = time.perf_counter()
     if pending:
-        work = [(c, str(run_dir(runs_dir, suite, budget.name, c))) for c in pending]
-        units = _units(work, args.batch)
-        threads = args.threads or max(1, available_cores() // args.jobs)
-        if args.jobs == 1 or len(units) == 1:
+        threads = args.threads or max(1, available_cores() // jobs)
+        if jobs == 1 or len(units) == 1:
             set_threads(threads)
             _run_here(units, args.data_dir, progress, args.batch)
         else:
-            _run_parallel(units, args.data_dir, progress, min(args.jobs, len(units)), threads,
+            _run_parallel(units, args.data_dir, progress, min(jobs, len(units)), threads,
                           args.batch)
     elapsed = time.perf_counter() - started
     report = write_report(suite, budget.name, runs_dir, Path(args.results_dir), args.seeds,

@@ -179,14 +179,6 @@ def test_yardstick_of_family(benchmark, against_yardstick, yardsticks, model):
     against_yardstick(yardsticks[model.name])
 
 
-def test_update_with_autograd(benchmark, against_yardstick, random_data):
-    """The readable autograd path that the fused engine replaces on sbn:200."""
-    candidate = benchmarks.update_benchmark("nvil", "sbn:200", DEVICE, random_data["binary"],
-                                            engine="autograd")
-    benchmark.group = "update sbn:200"
-    against_yardstick(candidate)
-
-
 @pytest.mark.parametrize("mix", list(benchmarks.BATCHED_MIXES))
 def test_batched_update(benchmark, against_yardstick, random_data, mix):
     """16 runs of sbn:200 as one batched computation; examples/s counts every run's minibatch."""
