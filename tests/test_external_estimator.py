@@ -213,6 +213,15 @@ def test_external_estimator_joins_without_editing_the_suite(package):
     assert "exact enumeration: 1024 noise configurations" in exact and "BIAS" not in exact
     assert "result: " in check.stdout
 
+    # Benchmarked like the suite's own: one update of it on sbn:200 against sbn:200's yardstick.
+    perf = bench(root, site, "perf", "--quick", "--repeats", "1", "--threads", "1", "--json",
+                 "--no-progress", "--only", "update reinforce sbn:200", "--out",
+                 str(root / "perf"))
+    assert perf.returncode == 0, perf.stdout + perf.stderr
+    rows = [row for row in json.loads(perf.stdout)["benchmarks"]
+            if row["name"] == "update reinforce sbn:200"]
+    assert len(rows) == 1 and rows[0]["ratio_to_yardstick"] > 0
+
     assert git_status() == before  # nothing in the suite's checkout was written
 
 
