@@ -141,6 +141,7 @@ class NVIL(Algorithm):
                              "input_dependent_baseline"), ("use_var", "variance_normalisation")):
             self.register_buffer(name, self.option_column(option, dtype), persistent=False)
         self.any_baseline = any(o.input_dependent_baseline for o in self.options)
+        self.register_buffer("normalises", self.use_var > 0, persistent=False)
         # c <- c + (1 - α)(mean - c) is α c + (1 - α) mean; 0 for runs that keep no statistics.
         self.register_buffer("statistics_rate", torch.tensor(
             [(1 - o.smoothing) * (o.constant_baseline or o.variance_normalisation)
@@ -165,6 +166,8 @@ class NVIL(Algorithm):
 
         `log_p[k]` is the model's term for layer k (k = 0 the data), `log_q[k]` is Q's term for
         latent layer k+1; reversed cumulative sums give every local signal in one pass."""
+        if self.num_signals == 1:  # the global signal l = log P(x, h) - log Q(h | x), Eq. 7
+            return [sum(log_p) - sum(log_q)]
         log_p_tail = torch.stack(log_p).flip(0).cumsum(0).flip(0)  # [k] = sum_{k' >= k} log_p
         log_q_tail = torch.stack(log_q).flip(0).cumsum(0).flip(0)
         signals = log_p_tail[:-1] - log_q_tail
@@ -186,7 +189,7 @@ class NVIL(Algorithm):
             # The normaliser comes from earlier minibatches only: a divisor that depended on
             # this minibatch's samples would make the expected update stop being a positive
             # multiple of the gradient (tests/test_algorithms.py shows it by enumeration).
-            scale = torch.where(self.use_var > 0, self.signal_var.sqrt().clamp_min(1.0), 1.0)
+            scale = torch.where(self.normalises, self.signal_var.sqrt().clamp_min(1.0), 1.0)
             batch_var, batch_mean = torch.var_mean(residual, -1, correction=0)
             self.signal_mean.add_(self.statistics_rate * (batch_mean - self.signal_mean))
             self.signal_var.add_(self.statistics_rate * (batch_var - self.signal_var))
@@ -198,10 +201,7 @@ class NVIL(Algorithm):
             inference_loss = -(normalised[:, 0] * sum(log_q)).sum()
         losses = {"model": -sum(log_p).sum(), "inference": inference_loss}
         bound = signals[:, 0].mean(-1)
-        metrics = {"bound": bound,
-                   "signal_mean": self.signal_mean[:, 0].clone(),
-                   "signal_std": self.signal_var[:, 0].sqrt(),
-                   "normalised_signal_std": normalised[:, 0].std(-1, correction=0)}
+        metrics = {"bound": bound, "signal_mean": self.signal_mean[:, 0].clone()}
         if self.any_baseline:
             losses["baseline"] = -(self.use_baseline.unsqueeze(-1) * normalised * baseline).sum()
             metrics["baseline_residual_rms"] = residual[:, 0].pow(2).mean(-1).sqrt()

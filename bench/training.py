@@ -215,8 +215,10 @@ class RunGroup:
         rates = {g: torch.tensor([run.learning_rates.get(g, 0.0) for run in self.runs],
                                  dtype=reference.dtype, device=reference.device) for g in groups}
         self.optimizer = RunOptimizer(self.specs[0].optimizer, groups, rates)
-        self.buffers = [b for _, b in self.algorithm.named_buffers()
-                        if b.dim() and b.shape[0] == len(self.runs)]
+        # The estimator's own state (running statistics): restored for runs that do not move.
+        persistent = set(self.algorithm.state_dict())
+        self.buffers = [b for name, b in self.algorithm.named_buffers()
+                        if name in persistent and b.dim() and b.shape[0] == len(self.runs)]
         self.batch = torch.zeros(len(self.runs), self.specs[0].batch_size,
                                  built.data.num_features, device=built.device, dtype=reference.dtype)
         for run in self.runs:
