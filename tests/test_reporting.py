@@ -273,7 +273,7 @@ def test_report_with_no_records_says_not_run(tmp_path):
 # What `bench report` must never load. (The suite's cells are still checked against the
 # algorithm registry and model parser, so `algorithms` and `models` themselves may be loaded.)
 ENGINE_MODULES = ("bench.training", "bench.batched", "bench.runs", "bench.evaluation",
-                  "algorithms.fused")
+                  "bench.optim")
 
 
 def _python(code: str) -> str:
