@@ -36,7 +36,9 @@ def fake_record(cell: suites.Cell, status: str = "complete", nll: float = 100.0,
         "seed": spec.seed, "updates": spec.updates, "epochs": 0.01,
         "best_update": spec.updates, "wall_time_s": 1.0, "train_time_s": 1.0,
         "eval_time_s": 0.1,
-        "throughput": {"updates_per_s": updates_per_s, "examples_per_s": updates_per_s * 20},
+        "throughput": {"updates_per_s": updates_per_s, "examples_per_s": updates_per_s * 20,
+                       "model_evaluations_per_s": updates_per_s * 20
+                       * (2 if spec.algorithm == "wake-sleep" else 1)},
         "metrics": ([{**metric, "split": "valid"}, metric] if status == "complete" else []),
         "code": {"commit": "0" * 40, "dirty": False},
         "environment": {"python": "3.11", "torch": "fixture", "numpy": "fixture",
@@ -183,7 +185,12 @@ def test_throughput_table_has_the_numbers(table1):
     assert nvil["updates_per_s"].iloc[0] == pytest.approx(110.0)
     assert nvil["examples_per_s"].iloc[0] == pytest.approx(2200.0)
     assert nvil["device"].iloc[0] == "cpu (fixture)" and str(nvil["threads"].iloc[0]) == "2"
-    assert "| nvil | sbn:200 | factorial | mnist | 3 | 110.0 | 2200 |" in (out / "throughput.md").read_text()
+    assert "| nvil | sbn:200 | factorial | mnist | 3 | 110.0 | 2200 | 2200 |" in (
+        out / "throughput.md").read_text()
+    # wake-sleep evaluates the model twice per example (wake sample, fantasy)
+    sleep = throughput[(throughput["algorithm"] == "wake-sleep") & (throughput["model"] == "sbn:200")]
+    assert sleep["model_evaluations_per_s"].iloc[0] == pytest.approx(
+        2 * sleep["examples_per_s"].iloc[0])
     assert "110.0" in report.throughput_table()
 
 

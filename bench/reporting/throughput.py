@@ -1,5 +1,5 @@
-"""Throughput tables: training updates/s and examples/s per algorithm and model, read from the
-records (`throughput`, `environment`, `config.engine`)."""
+"""Throughput tables: training updates/s, examples/s and model evaluations/s per algorithm and
+model, read from the records (`throughput`, `environment`, `config.engine`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from bench.reporting.render import markdown_grid
 from bench.suites import Suite
 
 THROUGHPUT_FIELDS = ["suite", "budget", "algorithm", "model", "inference", "dataset", "runs",
-                     "updates_per_s", "examples_per_s", "engine", "device", "threads", "command"]
+                     "updates_per_s", "examples_per_s", "model_evaluations_per_s", "engine",
+                     "device", "threads", "command"]
 
 
 def engine_label(record: dict) -> str:
@@ -40,11 +41,20 @@ def throughput_rows(results: list[CellResult]) -> list[dict]:
             "runs": len(records),
             "updates_per_s": statistics.fmean(r["throughput"]["updates_per_s"] for r in records),
             "examples_per_s": statistics.fmean(r["throughput"]["examples_per_s"] for r in records),
+            # an estimator's cost per example differs (wake-sleep: 2 model evaluations); records
+            # of earlier versions carry no count
+            "model_evaluations_per_s": _mean_or_none(
+                r["throughput"].get("model_evaluations_per_s") for r in records),
             "engine": ", ".join(sorted({engine_label(r) for r in records})),
             "device": ", ".join(sorted({str(e.get("device", "?")) for e in environments})),
             "threads": ", ".join(sorted({str(e.get("threads", "?")) for e in environments})),
         })
     return rows
+
+
+def _mean_or_none(values) -> float | None:
+    values = list(values)
+    return None if any(v is None for v in values) else statistics.fmean(values)
 
 
 def throughput_markdown(suite: Suite, rows: list[dict], header: list[str]) -> str:
@@ -65,9 +75,11 @@ def throughput_grid(rows: list[dict]) -> str:
     if not rows:
         return "(no throughput measurements)"
     headers = ["Algorithm", "Model", "Inference", "Dataset", "Runs", "Updates/s", "Examples/s",
-               "Engine", "Device", "Threads"]
+               "Model evals/s", "Engine", "Device", "Threads"]
     body = [[r["algorithm"], r["model"], r["inference"], r["dataset"], str(r["runs"]),
-             f"{r['updates_per_s']:.1f}", f"{r['examples_per_s']:.0f}", r.get("engine", ""),
+             f"{r['updates_per_s']:.1f}", f"{r['examples_per_s']:.0f}",
+             "-" if r.get("model_evaluations_per_s") is None
+             else f"{r['model_evaluations_per_s']:.0f}", r.get("engine", ""),
              r["device"], r["threads"]]
             for r in rows]
     return markdown_grid(headers, body)
