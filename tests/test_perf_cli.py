@@ -53,6 +53,10 @@ def test_quick_run_reports_every_algorithm_and_model_against_its_yardstick(tmp_p
     assert updates[("nvil", "sbn:200")]["engine"] == "stacked"
     assert updates[("nvil", "fdarn:200")]["engine"] == "stacked"
     assert updates[("nvil", "sbn:200 (inference=autoregressive)")]["inference"] == "autoregressive"
+    # throughput per model evaluation: wake-sleep evaluates the model twice per example
+    for (name, _), entry in updates.items():
+        per_example = 2.0 if name == "wake-sleep" else 1.0
+        assert entry["model_evaluations_per_s"] == pytest.approx(per_example * entry["examples_per_s"])
     batched = [e for e in payload["benchmarks"] if e["kind"] == "update" and "runs" in e]
     assert {e["algorithm"] for e in batched} == set(benchmarks.BATCHED_MIXES)
     assert {e["yardstick"] for e in batched if e["algorithm"] == "nvil"} == set(yardsticks)

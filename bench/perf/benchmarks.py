@@ -189,6 +189,7 @@ class TrainingUpdate:
     engine: str                # what computes the update, for the tables
     runs: int
     handles: list = field(default_factory=list)  # the RunGroups doing it (for tests)
+    evaluations_per_example: float = 1.0         # model evaluations per example, mean over runs
 
 
 def make_training_update(specs: list[RunSpec], data: datasets.Data) -> TrainingUpdate:
@@ -215,7 +216,9 @@ def make_training_update(specs: list[RunSpec], data: datasets.Data) -> TrainingU
                                        f"{run.state.update} updates while being measured")
 
     engine = "stacked" + "".join(f" x{group.num_runs}" for group in groups if group.num_runs > 1)
-    return TrainingUpdate(update, engine, len(specs), groups)
+    evaluations = [group.algorithm.evaluations_per_example(run.options)
+                   for group in groups for run in group.runs]
+    return TrainingUpdate(update, engine, len(specs), groups, statistics.fmean(evaluations))
 
 
 def make_bound_evaluation(spec: RunSpec, data: datasets.Data, bound: str, samples: int,
@@ -269,7 +272,8 @@ def update_benchmark(algorithm: str, model: str | Architecture, device: str = "c
                      BATCH_SIZE, algorithm, arch.model, arch.name,
                      {"inference": arch.inference, "batch_size": BATCH_SIZE,
                       "optimizer": spec.optimizer, "learning_rate": spec.resolved_learning_rate,
-                      "engine": update.engine})
+                      "engine": update.engine,
+                      "model_evaluations_per_example": update.evaluations_per_example})
 
 
 # Many runs in one batched computation: seeds of the default NVIL on every architecture, and on
@@ -297,7 +301,8 @@ def batched_update_benchmark(mix: str, model: str | Architecture = "sbn:200", de
     return Benchmark(batched_name(mix, arch, update.runs), "update",
                      update.step, BATCH_SIZE * update.runs, mix, arch.model, arch.name,
                      {"inference": arch.inference, "batch_size": BATCH_SIZE, "runs": update.runs,
-                      "engine": update.engine, "algorithms": sorted(set(BATCHED_MIXES[mix]))})
+                      "engine": update.engine, "algorithms": sorted(set(BATCHED_MIXES[mix])),
+                      "model_evaluations_per_example": update.evaluations_per_example})
 
 
 # -- the ceilings: the matrix products of one update alone -----------------------------------------
@@ -604,6 +609,9 @@ def summarise(benchmark: Benchmark, runs: list[Measurement],
         "calls": sum(run.calls for run in runs),
         **benchmark.details,
     }
+    if "model_evaluations_per_example" in benchmark.details:  # an estimator's cost differs
+        entry["model_evaluations_per_s"] = (median_examples
+                                            * benchmark.details["model_evaluations_per_example"])
     if benchmark.kind == "evaluation":
         entry["calls_per_s"] = calls_per_s
         entry["mnist_test_images"] = MNIST_TEST_IMAGES

@@ -364,12 +364,13 @@ def _rows(result: dict) -> list[list[str]]:
     for entry in [*result["yardsticks"], *result["benchmarks"]]:
         low, high = entry["ratio_range"]
         rows.append([entry["name"], entry["yardstick"], _rate(entry["updates_per_s"]),
-                     _rate(entry["examples_per_s"]), _ratio(entry["ratio_to_yardstick"]),
-                     f"{_ratio(low)}–{_ratio(high)}"])
+                     _rate(entry["examples_per_s"]), _rate(entry.get("model_evaluations_per_s")),
+                     _ratio(entry["ratio_to_yardstick"]), f"{_ratio(low)}–{_ratio(high)}"])
     return rows
 
 
-HEADER = ["benchmark", "yardstick", "updates/s", "examples/s", "× yardstick", "range"]
+HEADER = ["benchmark", "yardstick", "updates/s", "examples/s", "model evals/s", "× yardstick",
+          "range"]
 
 
 def _evaluation(result: dict) -> dict | None:
