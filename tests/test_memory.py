@@ -32,11 +32,15 @@ assert algorithm.model.num_runs == 1  # one spec: a lone run, which evaluate() s
 def score():
     evaluate(algorithm.model, algorithm.inference, data.test[:20], "iw", 1000, seed=1)
 score()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-score()
-score()
-print(json.dumps({"kept": kept,
-                  "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
+# Faults of each later call; the fewest is reported: the heap may still grow in one call or
+# another (the order in which large blocks are freed and merged varies), but a kept heap serves
+# a whole call from memory it already has, which a heap given back to the kernel never does.
+calls = []
+for _ in range(4):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    score()
+    calls.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({"kept": kept, "faults": min(calls), "calls": calls}))
 """
 
 
@@ -54,10 +58,10 @@ def test_kept_memory_is_reused_without_page_faults():
     if not kept["kept"]:
         pytest.skip("this C library has no mallopt (not glibc)")
     default = page_faults("default")
-    # By default every chunk's temporaries are faulted in again (about 70,000 pages of 4 KiB a
-    # call measured); kept, the heap serves them from memory it already has.
-    assert default["faults"] > 50_000
-    assert kept["faults"] < default["faults"] / 5
+    # By default every chunk's temporaries are faulted in again (about 50,000-70,000 pages of
+    # 4 KiB a call measured); kept, the heap serves them from memory it already has.
+    assert default["faults"] > 25_000, default
+    assert kept["faults"] < default["faults"] / 5, (kept, default)
 
 
 def test_the_command_line_keeps_freed_memory():
