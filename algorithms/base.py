@@ -114,7 +114,8 @@ class Algorithm(nn.Module):
         """Runs whose options give equal keys can be stacked in one estimator."""
         names = (cls.structural_options if cls.structural_options is not None
                  else [f.name for f in dataclasses.fields(options)])
-        return tuple(getattr(options, name) for name in names)
+        # repr: an option may hold an unhashable value (a list of layer sizes, say)
+        return tuple(repr(getattr(options, name)) for name in names)
 
     def option_column(self, name: str, dtype=None) -> Tensor:
         """One option of every run as an (R, 1) tensor on the model's device."""
