@@ -170,9 +170,10 @@ def _enumerable_bits(request) -> int | None:
     return bits
 
 
-def exact_expected_update(method, spec_text: str, num_features: int, inference: str, x, build):
-    """E[-grad loss_g] for every group the estimator claims, by enumerating every configuration of
-    one update's binary noise: (expected {group: [tensors]}, number of configurations), or
+def exact_expected_update(method, spec_text: str, num_features: int, inference: str, x, build,
+                          checked_groups):
+    """E[-grad loss_g] for each of the checked groups, by enumerating every configuration of one
+    update's binary noise: (expected {group: [tensors]}, number of configurations), or
     (None, reason) when the noise cannot be enumerated."""
     request = method.noise(x)
     bits = _enumerable_bits(request)
@@ -207,9 +208,8 @@ def exact_expected_update(method, spec_text: str, num_features: int, inference: 
         return None, (f"its noise is not all consumed by Bernoulli layers (the enumerated "
                       f"configurations have total probability {total:.6g})")
     groups = copies.parameter_groups()
-    claimed = method.claimed_update(x)
     expected = {}
-    for g in claimed:
+    for g in checked_groups:
         if g not in result.losses:
             expected[g] = [torch.zeros_like(p[0]) for p in groups[g]]
             continue
@@ -293,14 +293,14 @@ def _exact_check(report: CheckReport, algorithm, model, seed, overrides, warmup,
     generator = torch.Generator().manual_seed(seed + 2)
     for _ in range(warmup):  # running statistics as they stand in training
         draw_step(method, x, generator)
+    claimed = method.claimed_update(x)
     expected, count = exact_expected_update(
         method, model, num_features, inference, x,
-        lambda m, q: _build(algorithm, m, q, overrides, algorithm_class))
+        lambda m, q: _build(algorithm, m, q, overrides, algorithm_class), list(claimed))
     if expected is None:
         report.exact_skipped = count
         return
     report.exact_batch_size, report.exact_configurations = batch_size, count
-    claimed = method.claimed_update(x)
     groups = method.parameter_groups()
     names = {id(p): n for n, p in method.named_parameters()}
     for g, targets in claimed.items():

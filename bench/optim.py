@@ -57,17 +57,13 @@ class RunOptimizer:
             return
         params = [self.params[i] for i in index]
         grads = [self.params[i].grad for i in index]
-        if self.kind == "sgd":
-            negative_rates = [self.negative_rates[i] for i in index]
-            if ok is not None:
-                grads = [torch.where(_per_run(ok, g), g, 0.0) for g in grads]
-                negative_rates = [torch.where(_per_run(ok, r), r, 0.0) for r in negative_rates]
-            torch._foreach_addcmul_(params, grads, negative_rates)
-            return
-        rates = [self.rates[i] for i in index]
-        if ok is not None:
+        rates = [(self.negative_rates if self.kind == "sgd" else self.rates)[i] for i in index]
+        if ok is not None:  # where(), not a product: 0 * NaN is NaN
             grads = [torch.where(_per_run(ok, g), g, 0.0) for g in grads]
             rates = [torch.where(_per_run(ok, r), r, 0.0) for r in rates]
+        if self.kind == "sgd":
+            torch._foreach_addcmul_(params, grads, rates)
+            return
         beta1, beta2 = self.betas
         moving = torch.ones_like(self.steps) if ok is None else ok.to(self.steps.dtype)
         self.steps += moving

@@ -44,24 +44,20 @@ from models import ModelSpec
 from models.noise import draw as draw_noise
 
 
-def group_key(spec: RunSpec) -> tuple:
-    """Specs with equal keys can be stacked in one RunGroup, provided their estimator's options
-    agree on its structural options (`compatible`): the same data, architecture, minibatch,
-    device, optimizer, evaluation schedule and estimator class."""
-    ignored = {"seed", "updates", "learning_rate", "options", "algorithm"}
-    fields = tuple((f.name, getattr(spec, f.name)) for f in dataclasses.fields(spec)
-                   if f.name not in ignored)
-    return fields + (("estimator", algorithms.parse_name(spec.algorithm)[0]),)
-
-
 def estimator_options(spec: RunSpec):
     cls, preset = algorithms.parse_name(spec.algorithm)
     return cls, cls.resolve_options(preset, spec.options)
 
 
 def stacking_key(spec: RunSpec) -> tuple:
+    """Specs with equal keys can be stacked in one RunGroup: the same data, architecture,
+    minibatch, device, optimizer, evaluation schedule, estimator class and structural options
+    of that estimator; seed, budget, learning rate and the other options may differ."""
     cls, options = estimator_options(spec)
-    return group_key(spec) + (cls.batch_key(options),)
+    ignored = {"seed", "updates", "learning_rate", "options", "algorithm"}
+    fields = tuple((f.name, getattr(spec, f.name)) for f in dataclasses.fields(spec)
+                   if f.name not in ignored)
+    return fields + (("estimator", cls), ("structure", cls.batch_key(options)))
 
 
 @dataclass
@@ -88,7 +84,7 @@ def build(specs: RunSpec | list[RunSpec], data: datasets.Data | None = None, dat
     first = specs[0]
     model_spec = ModelSpec.parse(first.model, inference=first.inference, init_scale=first.init_scale)
     classes = [estimator_options(spec) for spec in specs]  # unknown names fail before any data
-    if len({stacking_key(spec) for spec in specs}) > 1:
+    if len(specs) > 1 and len({stacking_key(spec) for spec in specs}) > 1:
         raise ValueError("runs built together must share everything but seed, budget, learning "
                          "rate and per-run options")
     if data is None:
@@ -129,11 +125,9 @@ def load_best(built: Built, path: Path, r: int = 0) -> dict:
     """Load a run's best parameters (best.pt) into slice r of a built estimator."""
     try:
         saved = torch.load(path, map_location=built.device, weights_only=False)
-        load_run_state(built.algorithm, r, saved["algorithm"])
-    except UserError:
-        raise
     except Exception as error:
         raise UserError(f"cannot read {path} ({error}); train the run again") from None
+    load_run_state(built.algorithm, r, saved["algorithm"])
     return saved
 
 

@@ -84,12 +84,6 @@ def draw(request: dict[str, list[Noise]], generators, dtype=torch.float32, devic
             for name, leaves in request.items()}
 
 
-def draw_for_run(request: dict[str, list[Noise]], generator, dtype=torch.float32, device="cpu"):
-    """The same for one run, without the run dimension (for code that scores one run)."""
-    return {name: [t[0] for t in leaves]
-            for name, leaves in draw(request, [generator], dtype, device).items()}
-
-
 # -- exact enumeration -------------------------------------------------------------------------
 
 _LEDGER: list[Tensor | None] | None = None
