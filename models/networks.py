@@ -146,8 +146,7 @@ class InferenceNet(nn.Module):
         # follows): a float64 network must not be centred by a float32-rounded mean.
         mean = self.input_mean
         result = super()._apply(fn, recurse)
-        moved = fn(mean)
-        self.input_mean = mean.to(moved.device)
+        self.input_mean = mean.to(self.input_mean.device)
         return result
 
     @property
