@@ -65,8 +65,8 @@ def finish_runs(group: RunGroup, code: dict, started: float) -> list[dict]:
                 limit=spec.test_examples)))
         for run in complete:
             group.save_best(run)
-            metrics[run.index] = [metric_entry(split, by_run[run.index], run.state.best_update)
-                                  for split, by_run in evaluations]
+            metrics[run.index] = [metric_entry(part, by_run[run.index], run.state.best_update)
+                                  for part, by_run in evaluations]
     return [write_run_record(group, run, metrics[run.index], code, started) for run in group.runs]
 
 
