@@ -39,7 +39,7 @@ def train_runs_together(specs: list[RunSpec], out_dirs: list[Path], data=None, d
     for group in stacked_groups(specs, max_runs):
         if len(group) > 1:
             log(f"training {len(group)} runs as one stacked computation: "
-                + ", ".join(specs[i].run_name() for i in group))
+                + ", ".join(Path(out_dirs[i]).name for i in group))
         trained = train_group([specs[i] for i in group], [Path(out_dirs[i]) for i in group],
                               data, data_dir, progress)
         records.update(zip(group, trained, strict=True))

@@ -6,9 +6,11 @@ A suite file has five parts (see `bench/suites/table1.toml` for a commented exam
     [defaults]     RunSpec fields (and algorithm options) shared by every cell
     [[cells]]      one or more blocks; a list value is crossed with the other lists of its block
                    (a product), a scalar applies to every cell of the block. Keys are RunSpec
-                   fields (`algorithm`, `model`, `dataset`, `inference`, ...), `options` (a table
-                   of algorithm options), or any other name, taken as an algorithm option as with
-                   `train --set`. `updates` and `seed` are not allowed: budgets and `--seeds` set them.
+                   fields (`algorithm`, `model`, `dataset`, `inference`, `learning_rate`, ...),
+                   `options` (a table of algorithm options), `label` (a name for the block's cells
+                   that a table or figure may be indexed by, e.g. "Adam 1e-3"), or any other name,
+                   taken as an algorithm option as with `train --set`. `updates` and `seed` are not
+                   allowed: budgets and `--seeds` set them.
     [table]        metric ("nll": test NLL from the 10-sample ELBO, or "perplexity"), `rows` and
                    `columns` (the RunSpec field that indexes each), `column_labels` (value -> label,
                    also the column order), `paper` (the file in results/paper/ with the published
@@ -25,6 +27,7 @@ its run directory name. Every problem with a file is a `UserError` naming the fi
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import tomllib
 from dataclasses import dataclass, field
@@ -40,7 +43,9 @@ SECTIONS = ("suite", "defaults", "cells", "table", "figure", "budgets")
 # Fields a suite may not set: the budget sets `updates`, `--seeds` sets `seed`.
 RESERVED = ("updates", "seed")
 # The fields a table or figure may be indexed by.
-INDEX_FIELDS = ("algorithm", "model", "dataset", "inference", "split", "optimizer")
+INDEX_FIELDS = ("algorithm", "model", "dataset", "inference", "split", "optimizer",
+                "learning_rate", "init_scale", "label")
+LABEL = "label"  # a cell's name in its block: an index, not a run setting
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,11 @@ class Cell:
     row: str
     column: str
     run_name: str
+    label: str = ""
+
+    def index(self, name: str) -> str:
+        """The cell's value of an index field (INDEX_FIELDS) as the table and figure show it."""
+        return self.label if name == LABEL else str(getattr(self.spec, name))
 
     @property
     def position(self) -> tuple[str, str]:
@@ -206,6 +216,10 @@ def _check_settings(settings: dict, where: str, fail, lists: bool) -> None:
         if key == "options":
             if not all(isinstance(v, dict) for v in values):
                 raise fail(f"{where}: options must be a table of algorithm options")
+            continue
+        if key == LABEL:
+            if lists and isinstance(value, list) or not isinstance(value, str):
+                raise fail(f"{where}: label must be one string, the name of the block's cells")
             continue
         if key in SPEC_FIELDS:
             for item in values:
@@ -304,7 +318,7 @@ def _block_cells(defaults: dict, block: dict) -> list[dict[str, Any]]:
                 options.update(value)
             else:
                 settings[key] = value
-        for key in [k for k in settings if k not in SPEC_FIELDS]:
+        for key in [k for k in settings if k not in SPEC_FIELDS and k != LABEL]:
             options[key] = settings.pop(key)  # any other name is an algorithm option, as with --set
         settings["options"] = options
         cells.append(settings)
@@ -312,8 +326,17 @@ def _block_cells(defaults: dict, block: dict) -> list[dict[str, Any]]:
 
 
 def run_name(spec: RunSpec) -> str:
-    """The run directory's name: the spec's run name, plus the algorithm options if any."""
+    """The run directory's name: the spec's run name, plus the training settings a suite may vary
+    that the spec's own name leaves out (a learning rate, an optimizer, an initial scale, when
+    not the default) and the algorithm options if any."""
     name = spec.run_name()
+    default = RunSpec()
+    varied = {"lr": spec.learning_rate if spec.learning_rate != default.learning_rate else None,
+              "opt": spec.optimizer if spec.optimizer != default.optimizer else None,
+              "init": spec.init_scale if spec.init_scale != default.init_scale else None}
+    extra = [f"{key}={value}" for key, value in varied.items() if value is not None]
+    if extra:
+        name = f"{name}-{'-'.join(extra)}"
     if spec.options:
         extra = "-".join(f"{key}={spec.options[key]}" for key in sorted(spec.options))
         name = f"{name}-{extra}"
@@ -336,6 +359,7 @@ def expand(suite: Suite, budget: str | None = None, seeds: int = 1,
     for seed in range(seeds):
         for settings in base:
             values = {**settings, **chosen.settings, **(overrides or {}), "seed": seed}
+            label = str(values.pop(LABEL, ""))
             spec = RunSpec(**values)
             if seed == 0:  # what follows does not depend on the seed
                 cls, preset = algorithms.parse_name(spec.algorithm)
@@ -343,8 +367,9 @@ def expand(suite: Suite, budget: str | None = None, seeds: int = 1,
                 ModelSpec.parse(spec.model, inference=spec.inference)
                 if spec.dataset not in datasets.names():
                     raise unknown_name("dataset", spec.dataset, datasets.names())
-            cell = Cell(spec=spec, row=str(getattr(spec, suite.table.rows)),
-                        column=str(getattr(spec, suite.table.columns)), run_name=run_name(spec))
+            cell = Cell(spec=spec, row="", column="", run_name=run_name(spec), label=label)
+            cell = dataclasses.replace(cell, row=cell.index(suite.table.rows),
+                                       column=cell.index(suite.table.columns))
             if cell.run_name in seen_names:
                 raise UserError(f"suite file {suite.path}: two cells have the same run name "
                                 f"{cell.run_name!r}")

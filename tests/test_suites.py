@@ -17,13 +17,15 @@ from bench.cli import main
 from bench.errors import UserError
 
 REPOSITORY = Path(__file__).resolve().parent.parent
+# The suites that regenerate the paper's tables and figure, and their cells.
 EXPECTED_CELLS = {"table1": 14, "table2": 8, "table3": 5, "figure1": 16, "quick": 2}
+OTHER_SUITES = {"protocol": 10}
 FIGURE1_PRESETS = ["baseline+idb+vn", "baseline+idb", "baseline+vn", "idb+vn", "baseline", "idb",
                    "vn", "none"]
 
 
 def test_every_suite_is_shipped():
-    assert suites.names() == sorted(EXPECTED_CELLS)
+    assert suites.names() == sorted({**EXPECTED_CELLS, **OTHER_SUITES})
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_CELLS))
@@ -92,6 +94,30 @@ def test_quick_cells_and_budget():
     updates = suite.budget("short").updates
     minutes = (updates / 265 + updates / 374 + 10) / 60
     assert 7 <= minutes <= 11
+
+
+def test_protocol_cells_are_indexed_by_label():
+    suite = suites.load("protocol")
+    cells = suites.expand(suite, "probe")
+    assert len(cells) == OTHER_SUITES["protocol"]
+    assert {c.row for c in cells} == {"SGD 3e-4 (paper)", "SGD 1e-3", "SGD 3e-3", "Adam 3e-4",
+                                      "Adam 1e-3"}
+    assert {c.column for c in cells} == {"nvil", "nvil:baseline+idb"}
+    by_name = {c.run_name: c for c in cells}
+    adam = by_name["mnist-sbn_200-nvil-s0-lr=0.001-opt=adam"]
+    assert (adam.spec.optimizer, adam.spec.learning_rate, adam.label) == ("adam", 1e-3, "Adam 1e-3")
+    # The label names cells; it is neither a run setting nor an algorithm option.
+    assert all("label" not in c.spec.options for c in cells)
+    assert by_name["mnist-sbn_200-nvil-s0-lr=0.0003"].index("label") == "SGD 3e-4 (paper)"
+
+
+def test_run_names_tell_apart_what_a_suite_varies():
+    base = suites.RunSpec(algorithm="nvil")
+    assert suites.run_name(base) == base.run_name()  # the defaults add nothing
+    names = {suites.run_name(suites.RunSpec(algorithm="nvil", **change)) for change in
+             ({"learning_rate": 1e-3}, {"optimizer": "adam"}, {"init_scale": 0.01},
+              {"learning_rate": 1e-3, "optimizer": "adam"})}
+    assert len(names) == 4 and base.run_name() not in names
 
 
 def test_seeds_repeat_every_cell():
@@ -169,6 +195,8 @@ def test_a_good_fixture_loads(tmp_path):
         'rows = "model"', 'rows = "model"\nmetric = "accuracy"'), "metric 'accuracy' unknown"),
     (GOOD.replace('[suite]', '[suite]\ndefault_budget = "smoke"').replace(
         'rows = "model"', 'rows = "colour"'), "rows must name one of"),
+    (GOOD.replace('[suite]', '[suite]\ndefault_budget = "smoke"').replace(
+        'model = ["sbn:4-8"]', 'model = ["sbn:4-8"]\nlabel = ["a", "b"]'), "label must be one string"),
     (GOOD.replace('[suite]', '[suite]\ndefault_budget = "smoke"').replace(
         'algorithm = ["nvil", "wake-sleep"]', 'algorithm = ["nvil"]\nsmoothnes = 0.9'),
      "unknown option 'smoothnes'"),
@@ -259,3 +287,24 @@ def test_smoke_budget_runs_end_to_end(smoke_env, name):
             cwd=REPOSITORY, env=env, capture_output=True, text=True, timeout=600)
         assert "2 already done, 0 to run" in again.stdout, again.stdout + again.stderr
         assert again.returncode == 0
+
+
+@pytest.mark.slow
+def test_protocol_smoke_run_tables_and_plots_by_label(smoke_env):
+    env, root = smoke_env
+    results = root / "results"
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "protocol", "--budget", "smoke", "--no-progress",
+         "--runs-dir", str(root / "runs"), "--results-dir", str(results)],
+        cwd=REPOSITORY, env=env, capture_output=True, text=True, timeout=600)
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0 and "Traceback" not in output, output
+    assert "training 6 runs as one stacked computation" in output   # the SGD cells
+    assert "training 4 runs as one stacked computation" in output   # the Adam cells
+    table = (results / "protocol" / "smoke" / "table.md").read_text()
+    assert "| Label | NVIL | NVIL without VN |" in table
+    assert "| Adam 1e-3 |" in table and "| SGD 3e-4 (paper) |" in table
+    figure = pd.read_csv(results / "protocol" / "smoke" / "figure.csv")
+    assert set(figure["line"]) == {"SGD 3e-4 (paper)", "SGD 1e-3", "SGD 3e-3", "Adam 3e-4",
+                                   "Adam 1e-3"}
+    assert set(figure["panel"]) == {"NVIL", "NVIL without VN"}

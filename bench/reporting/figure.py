@@ -31,7 +31,7 @@ def figure_data(suite: Suite, results: list[CellResult]) -> list[dict]:
         if result.curve_path is None:
             continue
         spec = result.cell.spec
-        panel, line = str(getattr(spec, figure.panels)), str(getattr(spec, figure.lines))
+        panel, line = result.cell.index(figure.panels), result.cell.index(figure.lines)
         for point in read_curve(result.curve_path):
             rows.append({"suite": suite.name, "panel": figure.panel_labels.get(panel, panel),
                          "line": figure.line_labels.get(line, line), "run": result.cell.run_name,
@@ -57,14 +57,14 @@ def draw_figure(suite: Suite, results: list[CellResult], path: Path, subtitle: s
     import matplotlib.pyplot as plt
 
     figure = suite.figure
-    panels = list(dict.fromkeys(str(getattr(r.cell.spec, figure.panels)) for r in results))
-    lines = list(dict.fromkeys(str(getattr(r.cell.spec, figure.lines)) for r in results))
+    panels = list(dict.fromkeys(r.cell.index(figure.panels) for r in results))
+    lines = list(dict.fromkeys(r.cell.index(figure.lines) for r in results))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
     colours = plt.get_cmap("tab10")
     for axis, panel in zip(axes[0], panels, strict=True):
         for number, line in enumerate(lines):
-            mine = [r for r in results if str(getattr(r.cell.spec, figure.panels)) == panel
-                    and str(getattr(r.cell.spec, figure.lines)) == line]
+            mine = [r for r in results if r.cell.index(figure.panels) == panel
+                    and r.cell.index(figure.lines) == line]
             label = figure.line_labels.get(line, line)
             curves = [read_curve(r.curve_path) for r in mine if r.curve_path is not None]
             if not curves:
