@@ -17,8 +17,12 @@ included).
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor, nn
+
+from models.layers import sgd_in_backward
 
 KINDS = ("sgd", "adam")
 
@@ -44,6 +48,17 @@ class RunOptimizer:
             self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
             self.steps = torch.zeros(self.num_runs, dtype=torch.float64,
                                      device=self.params[0].device)
+
+    def backward(self, loss: Tensor, ok: Tensor | None = None) -> None:
+        """loss.backward() and then step(ok). With SGD and every run moving, the layers with a
+        closed-form backward take their parameters' steps in the backward pass
+        (models.layers.sgd_in_backward: the same update, without a gradient tensor)."""
+        self.zero_grad()
+        fused = (sgd_in_backward(dict(zip(self.params, self.negative_rates, strict=True)))
+                 if self.kind == "sgd" and ok is None else contextlib.nullcontext())
+        with fused:
+            loss.backward()
+        self.step(ok)
 
     def zero_grad(self) -> None:
         for p in self.params:

@@ -256,9 +256,7 @@ class RunGroup:
         finite_list = finite.tolist()  # the update's one synchronisation
         ok = (None if all(active) and all(finite_list)
               else finite & torch.tensor(active, device=finite.device))
-        self.optimizer.zero_grad()
-        sum(result.losses.values()).backward()
-        self.optimizer.step(ok)
+        self.optimizer.backward(sum(result.losses.values()), ok)
         if ok is not None:  # runs that did not move keep their estimator state too
             with torch.no_grad():
                 for buffer, old in zip(self.buffers, kept, strict=True):

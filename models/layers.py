@@ -27,6 +27,7 @@ which runs it is stacked with.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import torch
@@ -61,12 +62,91 @@ def linear(context: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     runs = weight.shape[0]
     flat = context.reshape(context.shape[0], -1, context.shape[-1])
     if flat.shape[0] == runs and bias is not None:
-        out = torch.baddbmm(bias.unsqueeze(1), flat, weight)
+        if torch.is_grad_enabled() and (weight.requires_grad or bias.requires_grad):
+            out = _Affine.apply(flat, weight, bias)
+        else:
+            out = torch.baddbmm(bias.unsqueeze(1), flat, weight)
     else:
         out = torch.matmul(flat, weight)
         if bias is not None:
             out = out + bias.unsqueeze(1)
     return out.reshape(runs, *context.shape[1:-1], weight.shape[-1])
+
+
+# -- SGD steps taken in the backward pass ------------------------------------------------------
+#
+# The closed-form backwards below know each weight's gradient as one batched product,
+# context^T delta. Plain SGD then needs neither the gradient tensor nor a second pass reading it
+# back: within `sgd_in_backward`, a registered parameter's gradient is not returned but queued as
+# p <- p + rate_r (context^T delta), one in-place batched product, and the queue is applied
+# when the block ends (after the backward pass, so that no node sees a parameter change under
+# it). A parameter reached by other nodes still gets their gradient in `.grad` as usual.
+
+_SGD_RATES: dict[int, tuple[Tensor, Tensor]] | None = None  # id(p) -> (p, -lr per run)
+_SGD_QUEUE: list[tuple[Tensor, Tensor | None, Tensor]] = []
+
+
+@contextlib.contextmanager
+def sgd_in_backward(negative_rates: dict[Tensor, Tensor]):
+    """Within the block, closed-form backwards step the given parameters (each with its
+    (R, 1, ..., 1) negative learning rates) instead of returning their gradients. Nothing is
+    applied if the block raises."""
+    global _SGD_RATES
+    if _SGD_RATES is not None:
+        raise RuntimeError("sgd_in_backward blocks do not nest")
+    _SGD_RATES = {id(p): (p, rate) for p, rate in negative_rates.items()}
+    _SGD_QUEUE.clear()
+    try:
+        yield
+        with torch.no_grad():
+            for parameter, context, delta in _SGD_QUEUE:
+                if context is None:          # a bias: sum over the batch
+                    parameter.add_(delta.sum(1))
+                else:
+                    parameter.baddbmm_(context.transpose(1, 2), delta)
+    finally:
+        _SGD_RATES = None
+        _SGD_QUEUE.clear()
+
+
+def _weight_and_bias_grads(ctx, context: Tensor, weight: Tensor, bias: Tensor, delta: Tensor,
+                           first: int) -> tuple[Tensor | None, Tensor | None]:
+    """The gradients of weight (R, C, H) and bias (R, H) for d loss / d logits = delta (R, N, H),
+    or None for what is queued as an SGD step (see sgd_in_backward). `first` is the position of
+    the weight among the Function's inputs (the bias follows it)."""
+    grads = []
+    for parameter, position, product in ((weight, first, True), (bias, first + 1, False)):
+        if not ctx.needs_input_grad[position]:
+            grads.append(None)
+            continue
+        step = _SGD_RATES.get(id(parameter)) if _SGD_RATES is not None else None
+        if step is not None and step[0] is parameter and not torch.is_grad_enabled():
+            rate = step[1].view(-1, 1, 1)
+            _SGD_QUEUE.append((parameter, context if product else None, delta * rate))
+            grads.append(None)
+        elif product:
+            grads.append(torch.bmm(context.transpose(1, 2), delta))
+        else:
+            grads.append(delta.sum(1))
+    return grads[0], grads[1]
+
+
+class _Affine(torch.autograd.Function):
+    """context (R, N, C) W (R, C, H) + b (R, H) with its closed-form backward (which may take an
+    SGD step, see sgd_in_backward); otherwise the same as torch.baddbmm."""
+
+    @staticmethod
+    def forward(ctx, context, weight, bias):
+        ctx.save_for_backward(context, weight, bias)
+        return torch.baddbmm(bias.unsqueeze(1), context, weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        context, weight, bias = ctx.saved_tensors
+        grad_context = (torch.bmm(grad, weight.transpose(1, 2)) if ctx.needs_input_grad[0]
+                        else None)
+        grad_weight, grad_bias = _weight_and_bias_grads(ctx, context, weight, bias, grad, 1)
+        return grad_context, grad_weight, grad_bias
 
 
 class _LogisticLogProb(torch.autograd.Function):
@@ -80,7 +160,8 @@ class _LogisticLogProb(torch.autograd.Function):
     One node instead of the half-dozen of the plain expression, and the sigmoid is computed once,
     in the forward pass. Every estimator whose surrogate has this form (score-function, wake,
     sleep and reweighted losses) gets it from the layer. With `sample`, the value is drawn in the
-    same pass as [u < sigmoid(a)] from the uniforms u (it carries no gradient).
+    same pass as [u < sigmoid(a)] from the uniforms u (it carries no gradient). Under
+    `sgd_in_backward` the weight's and bias's gradients become SGD steps.
 
     Shapes: context (R, N, C), weight (R, C, H), bias (R, H), value or noise (R, N, H) -> (R, N)."""
 
@@ -91,7 +172,7 @@ class _LogisticLogProb(torch.autograd.Function):
         value = ((value_or_noise < probability).to(logits.dtype) if sample
                  else value_or_noise)
         log_prob = (value * logits).sum(-1) - F.softplus(logits).sum(-1)
-        ctx.save_for_backward(context, weight, value - probability,
+        ctx.save_for_backward(context, weight, bias, value - probability,
                               logits if not sample and ctx.needs_input_grad[3] else None)
         if sample:
             ctx.mark_non_differentiable(value)
@@ -100,12 +181,11 @@ class _LogisticLogProb(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):
-        context, weight, score, logits = ctx.saved_tensors
+        context, weight, bias, score, logits = ctx.saved_tensors
         grad = grads[-1].unsqueeze(-1)                     # d loss / d log_prob, (R, N, 1)
         delta = score * grad
         grad_context = torch.bmm(delta, weight.transpose(1, 2)) if ctx.needs_input_grad[0] else None
-        grad_weight = torch.bmm(context.transpose(1, 2), delta) if ctx.needs_input_grad[1] else None
-        grad_bias = delta.sum(1) if ctx.needs_input_grad[2] else None
+        grad_weight, grad_bias = _weight_and_bias_grads(ctx, context, weight, bias, delta, 1)
         grad_value = logits * grad if logits is not None else None
         return grad_context, grad_weight, grad_bias, grad_value, None
 

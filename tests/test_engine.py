@@ -128,3 +128,22 @@ def test_runs_of_one_group_get_their_own_learning_rates(tmp_path):
             assert torch.equal(before[key], after[key]), key
         elif key.startswith(("model.", "inference.")) and key != "inference.input_mean":
             assert not torch.equal(before[key], after[key]), key
+
+
+@pytest.mark.parametrize("model, inference, kind", FAMILIES)
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_sgd_steps_taken_in_the_backward_pass_are_plain_sgd(tmp_path, monkeypatch, name, model,
+                                                           inference, kind):
+    """With SGD the layers' closed-form backwards step their parameters in the backward pass
+    (models.layers.sgd_in_backward); the trajectory is the one of gradients then a step."""
+    import contextlib
+
+    import bench.optim
+
+    data = fake_data(kind)
+    specs = specs_for([name] * 3, model, inference, "sgd")
+    fused = train(specs, data, tmp_path, "fused")
+    monkeypatch.setattr(bench.optim, "sgd_in_backward", lambda rates: contextlib.nullcontext())
+    plain = train(specs, data, tmp_path, "plain")
+    for r in range(len(specs)):
+        assert max_difference(run_state(fused.algorithm, r), run_state(plain.algorithm, r)) < 1e-12
