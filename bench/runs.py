@@ -102,6 +102,7 @@ def write_run_record(group: RunGroup, run: Run, metrics: list, code: dict, start
         },
         "seed": spec.seed,
         "updates": state.update,
+        "stop_reason": state.stop_reason,
         "epochs": state.update * spec.batch_size / built.data.train.shape[0],
         "best_update": state.best_update,
         "wall_time_s": time.perf_counter() - started,

@@ -38,7 +38,10 @@ class RunSpec:
     # Std of the initial weights. The paper does not give its initialisation; 0.1 learns several
     # times faster early on than 0.01 on MNIST (README, "Choices the paper leaves open").
     init_scale: float = 0.1
-    updates: int = 100_000
+    updates: int = 100_000             # the cap: at most this many updates
+    # Early stopping (§4.1 keeps the best validation parameters): also stop once the validation
+    # bound has not improved for this many updates (None: train for all `updates`).
+    patience: int | None = None
     seed: int = 0
     batch_size: int = 20
     learning_rate: float | None = None  # None: the paper's rate the algorithm declares for the dataset
@@ -61,6 +64,9 @@ class RunSpec:
         for name in ("updates", "batch_size", "eval_interval", "eval_samples"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.patience is not None and self.patience < self.eval_interval:
+            raise UserError(f"patience ({self.patience} updates) must be at least eval_interval "
+                            f"({self.eval_interval}): the bound is only measured that often")
         # The optimizers apply the rate in float32: a larger one cannot even be represented.
         if self.learning_rate is not None and not 0 < self.learning_rate < 3.4e38:
             raise UserError(f"learning_rate must be a positive float32 number, got "
@@ -76,9 +82,11 @@ class RunSpec:
         return dataclasses.asdict(self)
 
     def identity(self) -> dict[str, Any]:
-        """What must match for a checkpoint to be resumed by this spec (not the budget)."""
+        """What must match for a checkpoint to be resumed by this spec (not the budget: the cap
+        on updates and the patience may change, and the run goes on or stops by the new ones)."""
         identity = self.to_dict()
         identity.pop("updates")
+        identity.pop("patience")
         return identity
 
     def run_name(self) -> str:

@@ -59,7 +59,10 @@ class Budget:
         return int(self.settings["updates"])
 
     def describe(self) -> str:
-        parts = [f"{self.updates:,} updates"]
+        patience = self.settings.get("patience")
+        parts = [f"{self.updates:,} updates" if patience is None else
+                 f"until the validation bound has not improved for {int(patience):,} updates, at "
+                 f"most {self.updates:,} updates"]
         if "eval_interval" in self.settings:
             parts.append(f"validation every {int(self.settings['eval_interval']):,}")
         if self.settings.get("eval_examples") is not None:

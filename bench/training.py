@@ -141,6 +141,9 @@ class TrainState:
     best_bound: float = -math.inf
     best_update: int = 0
     status: str = "running"
+    # Why training stopped: "budget" (the cap on updates), "patience" (no better validation bound
+    # for `patience` updates), "diverged"; "" while it goes on.
+    stop_reason: str = ""
     curve: list[dict] = field(default_factory=list)
 
 
@@ -178,7 +181,13 @@ class Run:
         return index
 
     def wants_update(self) -> bool:
-        return self.state.update < self.spec.updates and self.state.status == "running"
+        return (self.state.update < self.spec.updates and self.state.status == "running"
+                and not self.out_of_patience())
+
+    def out_of_patience(self) -> bool:
+        """Whether the validation bound has not improved for the spec's patience."""
+        patience = self.spec.patience
+        return patience is not None and self.state.update - self.state.best_update >= patience
 
     def due_for_evaluation(self) -> bool:
         update = self.state.update
@@ -359,8 +368,10 @@ class RunGroup:
         for run in self.runs:
             run.out_dir.mkdir(parents=True, exist_ok=True)
             resumed = self.try_resume(run)
-            if run.state.status == "complete" and run.state.update < run.spec.updates:
+            if (run.state.status == "complete" and run.state.update < run.spec.updates
+                    and not run.out_of_patience()):
                 run.state.status = "running"  # a larger budget extends a finished run
+                run.state.stop_reason = ""
             if not resumed:
                 fresh.append(run)
         if fresh:
@@ -393,6 +404,10 @@ class RunGroup:
         for run in self.runs:
             if run.state.status == "running":
                 run.state.status = "complete"
+                run.state.stop_reason = ("patience" if run.out_of_patience()
+                                         and run.state.update < run.spec.updates else "budget")
+            elif run.state.status == "diverged":
+                run.state.stop_reason = "diverged"
             self.save_checkpoint(run)
             write_curve(run)
         return [run.state for run in self.runs]

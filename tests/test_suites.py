@@ -43,8 +43,11 @@ def test_suite_loads_and_expands(name):
     smoke = suite.budget("smoke")
     assert smoke.updates == 30
     assert smoke.settings["test_examples"] <= 200 and smoke.settings["eval_examples"] <= 100
-    assert suite.budget("paper").updates == 2_000_000
-    assert "our choice" in suite.budget("paper").note
+    # The paper's rule: the best validation parameters, training stopped by a patience, capped.
+    paper = suite.budget("paper")
+    assert (paper.updates, paper.settings["patience"]) == (10_000_000, 500_000)
+    assert "our choices" in paper.note and "500,000 updates" in paper.describe()
+    assert all(c.spec.patience == 500_000 for c in suites.expand(suite, "paper"))
     assert 10_000 <= suite.budget("short").updates < suite.budget("paper").updates
 
 

@@ -194,3 +194,41 @@ def test_eval_rejects_a_thread_count_below_one(tmp_path):
     result = bench("eval", str(tmp_path), "--threads", "0")
     assert result.returncode == 2
     assert "--threads must be at least 1" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_patience_stops_a_run_whose_validation_bound_stopped_improving(tmp_path):
+    """The paper's rule (§4.1): keep the best validation parameters; with a patience, stop once
+    the bound has not improved for that many updates, and record why the run stopped."""
+    # A rate so small that the model does not change: only the validation draws differ, so the
+    # best bound soon stops being beaten.
+    spec = RunSpec(updates=4000, learning_rate=1e-12, patience=80, **SMALL)
+    record = train_run(spec, tmp_path / "run", progress=False)
+    lines = (tmp_path / "run" / "curve.csv").read_text().splitlines()[1:]
+    points = [(int(u), float(b)) for u, _, b in (line.split(",") for line in lines)]
+    assert record["status"] == "complete" and record["stop_reason"] == "patience"
+    assert record["updates"] < spec.updates and record["updates"] == points[-1][0]
+    best = -math.inf
+    for update, bound in points[:-1]:  # it did not stop before it had to ...
+        best_update = update if bound > best else best_update
+        best = max(best, bound)
+        assert update - best_update < spec.patience
+    assert record["updates"] - record["best_update"] >= spec.patience  # ... and stopped when it had to
+
+    # A larger patience resumes the finished run from its checkpoint and trains on.
+    cap = record["updates"] + 120
+    longer = train_run(RunSpec(updates=cap, learning_rate=1e-12, patience=100_000, **SMALL),
+                       tmp_path / "run", progress=False)
+    assert longer["updates"] == cap and longer["stop_reason"] == "budget"
+    assert longer["curve"] and longer["best_update"] >= record["best_update"]
+
+
+def test_a_run_without_patience_stops_at_its_budget(tmp_path):
+    record = train_run(RunSpec(updates=80, **SMALL), tmp_path, progress=False)
+    assert record["stop_reason"] == "budget" and record["updates"] == 80
+
+
+def test_patience_shorter_than_the_validation_interval_is_a_user_error():
+    from bench.errors import UserError
+
+    with pytest.raises(UserError, match="patience .* must be at least eval_interval"):
+        RunSpec(patience=10, eval_interval=40)

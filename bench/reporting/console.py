@@ -7,8 +7,10 @@ from bench.reporting.throughput import engine_label
 
 def print_run_summary(record: dict, out_dir) -> None:
     spec = record["config"]["spec"]
+    stopped = {"patience": ", stopped by its patience", "budget": ""}.get(
+        record.get("stop_reason", ""), "")
     print(f"{record['run_name']}: {record['status']} after {record['updates']} updates "
-          f"({record['epochs']:.2f} epochs), best at update {record['best_update']}")
+          f"({record['epochs']:.2f} epochs{stopped}), best at update {record['best_update']}")
     for metric in record["metrics"]:
         line = (f"  {metric['split']:<5} {metric['bound']}"
                 f"{'' if metric['k'] is None else '(K=' + str(metric['k']) + ')'}: "
