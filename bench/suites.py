@@ -16,7 +16,9 @@ A suite file has five parts (see `bench/suites/table1.toml` for a commented exam
                    also the column order), `paper` (the file in results/paper/ with the published
                    numbers, optional), `literature` (show that file's literature rows)
     [figure]       optional: `panels` and `lines` (RunSpec fields), `panel_labels`, `line_labels`,
-                   `title`: the validation bound against updates, read from each run's curve.csv
+                   `title`: the validation bound against updates, read from each run's curve.csv;
+                   `update_axis` ("auto": logarithmic for budgets of 500,000 updates or more,
+                   "log", "linear")
     [budgets.NAME] per budget: `updates`, `eval_interval` and any other RunSpec field except
                    `seed`; `note` (text stated with every table run under it)
 
@@ -46,6 +48,8 @@ RESERVED = ("updates", "seed")
 INDEX_FIELDS = ("algorithm", "model", "dataset", "inference", "split", "optimizer",
                 "learning_rate", "init_scale", "label")
 LABEL = "label"  # a cell's name in its block: an index, not a run setting
+UPDATE_AXES = ("auto", "log", "linear")
+LONG_BUDGET = 500_000
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,12 @@ class FigureLayout:
     panel_labels: dict[str, str] = field(default_factory=dict)
     line_labels: dict[str, str] = field(default_factory=dict)
     title: str = ""
+    # "log", "linear", or "auto": log for budgets of LONG_BUDGET updates or more, where curves
+    # over millions of updates are flat on a linear axis.
+    update_axis: str = "auto"
+
+    def log_updates(self, updates: int) -> bool:
+        return self.update_axis == "log" or (self.update_axis == "auto" and updates >= LONG_BUDGET)
 
 
 @dataclass(frozen=True)
@@ -274,7 +284,7 @@ def _table_layout(raw: dict, fail) -> TableLayout:
 def _figure_layout(raw, fail) -> FigureLayout:
     if not isinstance(raw, dict):
         raise fail("[figure] must be a table")
-    allowed = {"panels", "lines", "panel_labels", "line_labels", "title"}
+    allowed = {"panels", "lines", "panel_labels", "line_labels", "title", "update_axis"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise fail(f"[figure]: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(allowed))}")
@@ -282,7 +292,10 @@ def _figure_layout(raw, fail) -> FigureLayout:
         if raw.get(key) not in INDEX_FIELDS:
             raise fail(f"[figure] {key} must name one of {', '.join(INDEX_FIELDS)}, "
                        f"got {raw.get(key)!r}")
-    return FigureLayout(panels=raw["panels"], lines=raw["lines"],
+    axis = raw.get("update_axis", "auto")
+    if axis not in UPDATE_AXES:
+        raise fail(f"[figure] update_axis {axis!r} unknown; valid: {', '.join(UPDATE_AXES)}")
+    return FigureLayout(panels=raw["panels"], lines=raw["lines"], update_axis=axis,
                         panel_labels=_labels(raw.get("panel_labels"), "[figure] panel_labels", fail),
                         line_labels=_labels(raw.get("line_labels"), "[figure] line_labels", fail),
                         title=str(raw.get("title", "")))

@@ -14,6 +14,7 @@ import pytest
 
 from bench import reporting, suites
 from bench.cli import main
+from bench.errors import UserError
 from bench.records import SCHEMA_VERSION, write_record
 from bench.runs import write_failed_record
 
@@ -332,3 +333,36 @@ def test_a_suite_from_a_file_is_reported_with_its_path(tmp_path, capsys):
     markdown = (tmp_path / "results" / "quick" / BUDGET / "table.md").read_text()
     assert "file bench/suites/quick.toml" in markdown
     assert "python -m bench run quick --budget smoke --seeds 1" in markdown
+
+
+def test_long_budgets_plot_updates_on_a_log_axis(tmp_path, monkeypatch):
+    suite = suites.load("figure1")
+    assert suite.figure.update_axis == "auto"
+    assert suite.figure.log_updates(suite.budget("paper").updates)
+    assert not suite.figure.log_updates(suite.budget("short").updates)
+    import matplotlib.axes
+
+    scales = []
+    original = matplotlib.axes.Axes.set_xscale
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_xscale",
+                        lambda self, value, **kw: (scales.append(value), original(self, value, **kw)))
+    cells = suites.expand(suite, BUDGET, 1)[:2]
+    for cell in cells:
+        write_fixture(cell_dir(tmp_path, suite, cell), fake_record(cell, nll=120.0),
+                      [(0, -200.0), (10_000, -150.0), (2_000_000, -120.0)])
+    results = [reporting.read_cell(c, suite, BUDGET, tmp_path / "runs", tmp_path / "results")
+               for c in cells]
+    from bench.reporting.figure import draw_figure
+
+    draw_figure(suite, results, tmp_path / "log.png", "test", log_updates=True)
+    assert scales == ["log"] * len({c.spec.model for c in cells})  # one per panel
+    assert (tmp_path / "log.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_an_unknown_update_axis_is_a_user_error(tmp_path):
+    text = suites.load("quick").path.read_text().replace(
+        'panels = "model"', 'panels = "model"\nupdate_axis = "cubic"')
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(UserError, match="update_axis 'cubic' unknown; valid: auto, log, linear"):
+        suites.load(path)

@@ -50,7 +50,8 @@ def figure_csv(rows: list[dict], command: str) -> str:
     return stream.getvalue()
 
 
-def draw_figure(suite: Suite, results: list[CellResult], path: Path, subtitle: str) -> None:
+def draw_figure(suite: Suite, results: list[CellResult], path: Path, subtitle: str,
+                log_updates: bool = False) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -84,7 +85,11 @@ def draw_figure(suite: Suite, results: list[CellResult], path: Path, subtitle: s
                 axis.fill_between(shared, [min(v) for v in values], [max(v) for v in values],
                                   color=colours(number % 10), alpha=0.2, linewidth=0)
         axis.set_title(figure.panel_labels.get(panel, panel))
-        axis.set_xlabel("parameter updates")
+        if log_updates:  # the first point, update 0, has no place on it
+            axis.set_xscale("log")
+            axis.set_xlabel("parameter updates (log scale)")
+        else:
+            axis.set_xlabel("parameter updates")
         axis.set_ylabel("validation bound (nats, 10-sample ELBO)")
         axis.grid(alpha=0.3)
         axis.legend(fontsize="small")

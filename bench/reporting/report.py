@@ -83,6 +83,6 @@ def write_report(suite: Suite, budget: str | None, runs_dir: Path, results_dir: 
         atomic_write_text(out / "figure.csv", figure_csv(rows, command))
         draw_figure(suite, results, out / "figure.png",
                     f"suite {suite.name}, budget {budget} ({chosen.updates:,} updates), "
-                    f"seeds {seeds}")
+                    f"seeds {seeds}", log_updates=suite.figure.log_updates(chosen.updates))
         files += [out / "figure.csv", out / "figure.png"]
     return Report(out, files, table, throughput, count_statuses(results))
