@@ -207,10 +207,10 @@ def test_patience_stops_a_run_whose_validation_bound_stopped_improving(tmp_path)
     points = [(int(u), float(b)) for u, _, b in (line.split(",") for line in lines)]
     assert record["status"] == "complete" and record["stop_reason"] == "patience"
     assert record["updates"] < spec.updates and record["updates"] == points[-1][0]
-    best = -math.inf
+    best, best_update = -math.inf, 0
     for update, bound in points[:-1]:  # it did not stop before it had to ...
-        best_update = update if bound > best else best_update
-        best = max(best, bound)
+        if bound > best:
+            best, best_update = bound, update
         assert update - best_update < spec.patience
     assert record["updates"] - record["best_update"] >= spec.patience  # ... and stopped when it had to
 
