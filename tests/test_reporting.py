@@ -366,3 +366,28 @@ def test_an_unknown_update_axis_is_a_user_error(tmp_path):
     path.write_text(text)
     with pytest.raises(UserError, match="update_axis 'cubic' unknown; valid: auto, log, linear"):
         suites.load(path)
+
+
+def test_tables_show_the_importance_sampled_bound_beside_the_papers(tmp_path):
+    """A run with test_iw_samples has the tighter bound in its record: the table shows it beside
+    the 10-sample ELBO (when every seed has it with the same K) and the CSV keeps both, and the
+    updates each seed trained for (a patience stops seeds at different points)."""
+    suite = suites.load("quick")
+    cells = suites.expand(suite, BUDGET, 2)
+    for cell in cells:
+        record = fake_record(cell, nll=120.0 + cell.spec.seed)
+        if cell.spec.algorithm == "nvil":
+            record["metrics"].append({"split": "test", "bound": "iw", "k": 5000, "mean": -110.0,
+                                      "nll": 110.0 + cell.spec.seed, "num_examples": 200})
+            record["updates"] = 1000 + cell.spec.seed
+        write_fixture(cell_dir(tmp_path, suite, cell), record)
+    reporting.write_report(suite, BUDGET, tmp_path / "runs", tmp_path / "results", seeds=2)
+    out = tmp_path / "results" / "quick" / BUDGET
+    markdown = (out / "table.md").read_text()
+    assert "120.5 ± 0.7 (n=2); IS K=5,000: 110.5" in markdown
+    table = pd.read_csv(out / "table.csv", dtype={"dim": str})
+    nvil = _row(table, "SBN", "200", "NVIL")
+    assert nvil["importance_sampled"] == pytest.approx(110.5) and nvil["importance_samples"] == 5000
+    assert nvil["updates_trained"] == "1000 1001"
+    ws = _row(table, "SBN", "200", "WS")
+    assert math.isnan(ws["importance_sampled"]) and "IS" not in ws["display"]

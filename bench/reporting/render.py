@@ -62,8 +62,8 @@ def table_markdown(table: Table) -> str:
 
 def table_csv(table: Table, command: str, bound: str, updates: int) -> str:
     fields = ["suite", "budget", "updates", "seeds", "bound", "kind", "model", "dim", "column",
-              "status", "n", "mean", "std", "paper", "difference", "display", "runs", "reference",
-              "command"]
+              "status", "n", "mean", "std", "paper", "difference", "display", "importance_sampled",
+              "importance_samples", "updates_trained", "runs", "reference", "command"]
     stream = io.StringIO()
     writer = csv.DictWriter(stream, fieldnames=fields, lineterminator="\n")
     writer.writeheader()

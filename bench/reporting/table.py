@@ -91,6 +91,9 @@ def build_table(suite: Suite, budget: str, seeds: int, results: list[CellResult]
                          "column": layout.column_label(column), "status": summary.status,
                          "n": summary.n, "mean": summary.mean, "std": summary.std,
                          "paper": paper_value, "difference": difference, "display": text,
+                         "importance_sampled": (summary.importance_sampled or (None, None))[0],
+                         "importance_samples": (summary.importance_sampled or (None, None))[1],
+                         "updates_trained": " ".join(str(u) for u in summary.updates),
                          "runs": " ".join(r.cell.run_name for r in summary.results),
                          "reference": "this suite"})
         rows.append(table_row)
@@ -111,7 +114,8 @@ def build_table(suite: Suite, budget: str, seeds: int, results: list[CellResult]
             tidy.append({**common, "kind": "literature", "model": entry.model, "dim": entry.dim,
                          "column": entry.column or layout.column_label(column), "status": "",
                          "n": "", "mean": "", "std": "", "paper": entry.value, "difference": "",
-                         "display": "", "runs": "", "reference": entry.reference})
+                         "display": "", "importance_sampled": "", "importance_samples": "",
+                         "updates_trained": "", "runs": "", "reference": entry.reference})
         rows.extend(literature.values())
     return Table(suite, budget, seeds, header, label_names, columns, bool(layout.paper), rows,
                  notes, decimals, paper_decimals, tidy)
