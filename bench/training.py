@@ -251,9 +251,14 @@ class RunGroup:
         if not any(active):
             return False
         started = time.perf_counter()
-        for run, wanted in zip(self.runs, active, strict=True):
-            if wanted:
-                self.batch[run.index] = self._rows(run.next_rows())
+        moving = [run for run, wanted in zip(self.runs, active, strict=True) if wanted]
+        # One gather for every run's minibatch (each from its own data order).
+        rows = self._rows(np.concatenate([run.next_rows() for run in moving]))
+        rows = rows.view(len(moving), *self.batch.shape[1:])
+        if len(moving) == self.num_runs:
+            self.batch.copy_(rows)
+        else:
+            self.batch[[run.index for run in moving]] = rows.to(self.batch.dtype)
         x = self.batch
         request = self.algorithm.noise(x)
         generators = [run.generator if wanted else None for run, wanted in zip(self.runs, active,
