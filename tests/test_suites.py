@@ -19,7 +19,7 @@ from bench.errors import UserError
 REPOSITORY = Path(__file__).resolve().parent.parent
 # The suites that regenerate the paper's tables and figure, and their cells.
 EXPECTED_CELLS = {"table1": 14, "table2": 8, "table3": 5, "figure1": 16, "quick": 2}
-OTHER_SUITES = {"protocol": 10}
+OTHER_SUITES = {"protocol": 10, "protocol-docs": 8}
 FIGURE1_PRESETS = ["baseline+idb+vn", "baseline+idb", "baseline+vn", "idb+vn", "baseline", "idb",
                    "vn", "none"]
 
@@ -311,3 +311,12 @@ def test_protocol_smoke_run_tables_and_plots_by_label(smoke_env):
     assert set(figure["line"]) == {"SGD 3e-4 (paper)", "SGD 1e-3", "SGD 3e-3", "Adam 3e-4",
                                    "Adam 1e-3"}
     assert set(figure["panel"]) == {"NVIL", "NVIL without VN"}
+
+
+def test_protocol_docs_cells_stack_in_one_group():
+    from bench.batched import stacked_groups
+
+    cells = suites.expand(suites.load("protocol-docs"), "short")
+    assert len(cells) == OTHER_SUITES["protocol-docs"]
+    assert {c.row for c in cells} == {"3e-05", "0.0001", "0.0003", "0.001"}
+    assert stacked_groups([c.spec for c in cells], 16) == [list(range(len(cells)))]

@@ -49,7 +49,7 @@ def build_table(suite: Suite, budget: str, seeds: int, results: list[CellResult]
     cells = [r.cell for r in results]
     columns = _column_order(suite, cells)
     by_model = layout.rows == "model"
-    label_names = ["Model", "Dim"] if by_model else [layout.rows.capitalize()]
+    label_names = ["Model", "Dim"] if by_model else [layout.rows.replace("_", " ").capitalize()]
     decimals = 1 if layout.metric == "nll" else 0
     paper_rows = read_paper(layout.paper, paper_dir)
     paper_decimals = decimals
