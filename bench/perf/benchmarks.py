@@ -8,8 +8,9 @@ has its own yardstick (below), and every figure is a ratio to its architecture's
 Measured:
     update      one full training update of each registered algorithm (default preset) on every
                 architecture at minibatch 20, exactly as training does it, and one update of 16
-                runs trained together (16 NVIL seeds on every architecture; on sbn:200 also
-                Figure 1's eight NVIL combinations beside eight wake-sleep runs).
+                runs of each registered algorithm trained together on every architecture (its
+                presets that stack with its default cycled over 16 seeds: for NVIL Figure 1's
+                eight variance-reduction combinations; batched_runs).
     evaluation  the importance-sampled bound with K=5000 on sbn:200 with 784 pixels, through
                 bench.evaluation.evaluate exactly as `python -m bench eval RUN --k 5000` calls it
                 (its own seeded stream, its batches), on a few examples per call; the time for the
@@ -248,9 +249,8 @@ def update_name(algorithm: str, model: str | Architecture) -> str:
     return f"update {algorithm} {architecture(model).name}"
 
 
-def batched_name(mix: str, model: str | Architecture, runs: int | None = None) -> str:
-    runs = len(BATCHED_MIXES[mix]) if runs is None else runs
-    return f"update {runs} runs batched: {mix} {architecture(model).name}"
+def batched_name(algorithm: str, model: str | Architecture, runs: int = 16) -> str:
+    return f"update {runs} runs batched: {algorithm} {architecture(model).name}"
 
 
 def ceiling_name(runs: int, model: str | Architecture) -> str:
@@ -276,32 +276,40 @@ def update_benchmark(algorithm: str, model: str | Architecture, device: str = "c
                       "model_evaluations_per_example": update.evaluations_per_example})
 
 
-# Many runs in one batched computation: seeds of the default NVIL on every architecture, and on
-# sbn:200 the mixture a suite batches (Figure 1's eight variance-reduction combinations beside
-# wake-sleep).
+# Many runs in one batched computation, for every registered estimator on every architecture:
+# the estimator's distinct presets that stack with its default (for NVIL, Figure 1's eight
+# variance-reduction combinations), cycled over 16 runs of different seeds, as a suite batches
+# them; its default alone if it has no such presets.
 BATCHED_RUNS = 16
-BATCHED_MIXES = {
-    "nvil": ["nvil"] * BATCHED_RUNS,
-    "figure1+wake-sleep": [f"nvil:{p}" for p in ("baseline+idb+vn", "baseline+idb", "baseline+vn",
-                                                 "idb+vn", "baseline", "idb", "vn", "none")]
-                          + ["wake-sleep"] * 8,
-}
-BATCHED_MIX_ARCHITECTURES = {"nvil": ARCHITECTURES, "figure1+wake-sleep": ARCHITECTURES[:1]}
 
 
-def batched_update_benchmark(mix: str, model: str | Architecture = "sbn:200", device: str = "cpu",
-                             data: datasets.Data | None = None) -> Benchmark:
-    """One update of 16 runs (seeds 0..15) trained together; examples/s counts every run's
-    minibatch."""
+def batched_runs(name: str) -> list[str]:
+    """The 16 algorithm names (NAME or NAME:PRESET) of the batched benchmark of an estimator."""
+    cls = algorithms.REGISTRY[name]
+    default = cls.batch_key(cls.resolve_options())
+    texts, seen = [], set()
+    for preset in cls.presets:
+        options = cls.resolve_options(preset)
+        if cls.batch_key(options) == default and repr(options) not in seen:
+            seen.add(repr(options))
+            texts.append(f"{name}:{preset}" if preset else name)
+    texts = texts or [name]
+    return [texts[i % len(texts)] for i in range(BATCHED_RUNS)]
+
+
+def batched_update_benchmark(algorithm: str, model: str | Architecture = "sbn:200",
+                             device: str = "cpu", data: datasets.Data | None = None) -> Benchmark:
+    """One update of 16 runs (seeds 0..15, batched_runs) of a registered estimator trained
+    together; examples/s counts every run's minibatch."""
     arch = architecture(model)
     data = data if data is not None else random_data(arch.data_kind)
-    specs = [training_spec(name, arch, device, seed)
-             for seed, name in enumerate(BATCHED_MIXES[mix])]
+    names = batched_runs(algorithm)
+    specs = [training_spec(name, arch, device, seed) for seed, name in enumerate(names)]
     update = make_training_update(specs, data)
-    return Benchmark(batched_name(mix, arch, update.runs), "update",
-                     update.step, BATCH_SIZE * update.runs, mix, arch.model, arch.name,
+    return Benchmark(batched_name(algorithm, arch, update.runs), "update",
+                     update.step, BATCH_SIZE * update.runs, algorithm, arch.model, arch.name,
                      {"inference": arch.inference, "batch_size": BATCH_SIZE, "runs": update.runs,
-                      "engine": update.engine, "algorithms": sorted(set(BATCHED_MIXES[mix])),
+                      "engine": update.engine, "algorithms": sorted(set(names)),
                       "model_evaluations_per_example": update.evaluations_per_example})
 
 
@@ -461,10 +469,10 @@ def benchmark_factories(device: str = "cpu", evaluation_examples: int = 5,
         for name in algorithms.REGISTRY:
             found[update_name(name, arch)] = (
                 lambda n=name, a=arch: update_benchmark(n, a, device, data[a.data_kind]))
-    for mix in BATCHED_MIXES:
-        for arch in BATCHED_MIX_ARCHITECTURES[mix]:
-            found[batched_name(mix, arch)] = (
-                lambda m=mix, a=arch: batched_update_benchmark(m, a, device, data[a.data_kind]))
+    for arch in ARCHITECTURES:
+        for name in algorithms.REGISTRY:
+            found[batched_name(name, arch, BATCHED_RUNS)] = (
+                lambda n=name, a=arch: batched_update_benchmark(n, a, device, data[a.data_kind]))
     # What the matrix products alone allow, for one run and for a batch of runs.
     for arch in ARCHITECTURES:
         for runs in (1, BATCHED_RUNS):

@@ -179,7 +179,7 @@ def test_yardstick_of_family(benchmark, against_yardstick, yardsticks, model):
     against_yardstick(yardsticks[model.name])
 
 
-@pytest.mark.parametrize("mix", list(benchmarks.BATCHED_MIXES))
+@pytest.mark.parametrize("mix", sorted(algorithms.REGISTRY))
 def test_batched_update(benchmark, against_yardstick, random_data, mix):
     """16 runs of sbn:200 as one batched computation; examples/s counts every run's minibatch."""
     candidate = benchmarks.batched_update_benchmark(mix, "sbn:200", DEVICE, random_data["binary"])
