@@ -15,6 +15,9 @@ A suite file has five parts (see `bench/suites/table1.toml` for a commented exam
                    `columns` (the RunSpec field that indexes each), `column_labels` (value -> label,
                    also the column order), `paper` (the file in results/paper/ with the published
                    numbers, optional), `literature` (show that file's literature rows)
+    [[references]] optional: sanity rows fitted in closed form (bench/references.py): `name`
+                   (e.g. "unigram"), `dataset`, `label` (the row's label), `column` (the value of
+                   the table's column field it sits under; default: the dataset)
     [figure]       optional: `panels` and `lines` (RunSpec fields), `panel_labels`, `line_labels`,
                    `title`: the validation bound against updates, read from each run's curve.csv;
                    `update_axis` ("auto": logarithmic for budgets of 500,000 updates or more,
@@ -41,7 +44,7 @@ from bench.specs import SPEC_FIELDS, RunSpec
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 METRICS = ("nll", "perplexity")
-SECTIONS = ("suite", "defaults", "cells", "table", "figure", "budgets")
+SECTIONS = ("suite", "defaults", "cells", "references", "table", "figure", "budgets")
 # Fields a suite may not set: the budget sets `updates`, `--seeds` sets `seed`.
 RESERVED = ("updates", "seed")
 # The fields a table or figure may be indexed by.
@@ -106,6 +109,21 @@ class FigureLayout:
 
 
 @dataclass(frozen=True)
+class Reference:
+    """A sanity row of a suite's table: a reference model fitted in closed form on `dataset`
+    (bench/references.py), shown under the table's column value `column`."""
+
+    name: str
+    dataset: str
+    label: str
+    column: str
+
+    @property
+    def run_name(self) -> str:
+        return f"{self.dataset}-reference-{self.name}"
+
+
+@dataclass(frozen=True)
 class Suite:
     name: str
     path: Path
@@ -118,6 +136,7 @@ class Suite:
     table: TableLayout
     figure: FigureLayout | None
     budgets: dict[str, Budget]
+    references: tuple[Reference, ...] = ()
 
     def budget(self, name: str | None) -> Budget:
         name = name or self.default_budget
@@ -186,6 +205,7 @@ def _parse(path: Path, data: dict) -> Suite:
         _check_settings(block, f"[[cells]] block {number}", fail, lists=True)
     table = _table_layout(_table(data, "table", fail, required=True), fail)
     figure = _figure_layout(data["figure"], fail) if "figure" in data else None
+    references = _references(data.get("references", []), fail)
     budgets = _budgets(_table(data, "budgets", fail, required=True), fail)
     default_budget = head.get("default_budget", "short")
     if default_budget not in budgets:
@@ -197,7 +217,7 @@ def _parse(path: Path, data: dict) -> Suite:
     suite = Suite(name=path.stem, path=path, title=head.get("title", path.stem),
                   description=head.get("description", ""), reference=head.get("reference", ""),
                   default_budget=default_budget, defaults=defaults, blocks=tuple(blocks),
-                  table=table, figure=figure, budgets=budgets)
+                  table=table, figure=figure, budgets=budgets, references=references)
     # Expanding once checks every cell: specs, algorithm names and options, model specs, datasets,
     # and that no two cells share a table position or a run directory.
     try:
@@ -299,6 +319,30 @@ def _figure_layout(raw, fail) -> FigureLayout:
                         panel_labels=_labels(raw.get("panel_labels"), "[figure] panel_labels", fail),
                         line_labels=_labels(raw.get("line_labels"), "[figure] line_labels", fail),
                         title=str(raw.get("title", "")))
+
+
+def _references(raw, fail) -> tuple[Reference, ...]:
+    import datasets
+    from bench import references
+
+    if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw):
+        raise fail("[[references]] must be a list of tables")
+    found = []
+    for number, entry in enumerate(raw, 1):
+        unknown = sorted(set(entry) - {"name", "dataset", "label", "column"})
+        if unknown:
+            raise fail(f"[[references]] {number}: unknown key(s) {', '.join(unknown)}; valid: "
+                       f"column, dataset, label, name")
+        name, dataset = entry.get("name"), entry.get("dataset")
+        if name not in references.names():
+            raise fail(f"[[references]] {number}: unknown reference {name!r}; valid: "
+                       f"{', '.join(references.names())}")
+        if dataset not in datasets.names():
+            raise fail(f"[[references]] {number}: unknown dataset {dataset!r}; valid: "
+                       f"{', '.join(datasets.names())}")
+        found.append(Reference(name, dataset, str(entry.get("label", name)),
+                               str(entry.get("column", dataset))))
+    return tuple(found)
 
 
 def _budgets(raw: dict, fail) -> dict[str, Budget]:

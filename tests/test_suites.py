@@ -270,6 +270,11 @@ def test_smoke_budget_runs_end_to_end(smoke_env, name):
         assert (reuters["status"] == "failed").all()
         assert (ours[ours["column"] == "20 News"]["status"] == "complete").all()
         assert "failed [" in (out / "table.md").read_text()
+        # the sanity row: a unigram model of the training documents (no RCV1 here either)
+        unigram = table[table["kind"] == "reference"].set_index("column")
+        assert unigram.loc["20 News", "status"] == "complete"
+        assert 1000 < unigram.loc["20 News", "mean"] < 1500
+        assert unigram.loc["Reuters", "status"] == "failed"
         assert completed.returncode == 1, output  # some cells did not complete
     else:
         assert completed.returncode == 0, output
@@ -278,7 +283,7 @@ def test_smoke_budget_runs_end_to_end(smoke_env, name):
     assert "Throughput" in completed.stdout and "| Model | Dim |" in completed.stdout
     assert f"`python -m bench run {name} --budget smoke --seeds 1" in (out / "table.md").read_text()
     records = list((out / "records").glob("*/record.json"))
-    assert len(records) == EXPECTED_CELLS[name]
+    assert len(records) == EXPECTED_CELLS[name] + len(suites.load(name).references)
     assert not list((out / "records").rglob("*.pt"))
     if name in ("quick", "figure1"):
         assert (out / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

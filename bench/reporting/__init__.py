@@ -42,6 +42,7 @@ from bench.reporting.cells import (
     discover_seeds,
     fmt,
     read_cell,
+    read_reference,
 )
 from bench.reporting.figure import draw_figure, figure_csv, figure_data, read_curve
 from bench.reporting.header import (
@@ -78,7 +79,7 @@ __all__ = [
     "Report", "Summary", "Table", "TableRow", "build_table", "canonical_report_command",
     "canonical_run_command", "describe_bound", "describe_summary", "discover_seeds",
     "draw_figure", "engine_label", "figure_csv", "figure_data", "fmt", "latex_escape",
-    "markdown_grid", "model_label", "note_text", "read_cell", "read_curve", "read_paper",
+    "markdown_grid", "model_label", "note_text", "read_cell", "read_curve", "read_reference", "read_paper",
     "report_dir", "report_header", "run_dir", "suite_argument", "suite_file", "table_csv",
     "table_grid", "table_latex", "table_markdown", "throughput_csv", "throughput_grid",
     "throughput_markdown", "throughput_rows", "write_report",

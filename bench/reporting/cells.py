@@ -15,7 +15,7 @@ from pathlib import Path
 from bench.errors import UserError
 from bench.layout import CURVE, RECORD, copied_run_dir, run_dir
 from bench.records import find_metric, read_record
-from bench.suites import Cell, Suite, expand
+from bench.suites import Cell, Reference, Suite, expand
 
 MAX_SEEDS = 1000
 
@@ -84,6 +84,40 @@ def read_cell(cell: Cell, suite: Suite, budget: str, runs_dir: Path, results_dir
     else:
         result.reason = f"unknown status {result.status!r} in the record"
         result.status = "failed"
+    return result
+
+
+@dataclass
+class ReferenceResult:
+    """A suite's reference (a sanity row fitted in closed form) and what its record says."""
+
+    cell: Reference
+    status: str                         # complete | failed | not run
+    record: dict | None = None
+    record_path: Path | None = None
+    curve_path: Path | None = None      # references have no curve
+    value: float | None = None          # the table's metric, on the test split
+    reason: str = ""
+
+
+def read_reference(reference: Reference, suite: Suite, budget: str, runs_dir: Path,
+                   results_dir: Path) -> ReferenceResult:
+    directory = _locate(reference, suite, budget, runs_dir, results_dir)
+    if directory is None:
+        return ReferenceResult(reference, "not run")
+    path = directory / RECORD
+    try:
+        record = read_record(path)
+    except UserError as error:
+        return ReferenceResult(reference, "failed", record_path=path,
+                               reason=f"unreadable record: {error}")
+    result = ReferenceResult(reference, record.get("status", "failed"), record, path)
+    metric = find_metric(record, "test", "exact")
+    if result.status != "complete" or metric is None or metric.get(suite.table.metric) is None:
+        result.status = "failed"
+        result.reason = record.get("error", f"the record has no test {suite.table.metric}")
+    else:
+        result.value = float(metric[suite.table.metric])
     return result
 
 

@@ -8,6 +8,10 @@ import io
 
 from bench.reporting.table import Table, TableRow, note_text
 
+# Rows other than ours, under a title of their own.
+SECTION_TITLES = {"reference": "Sanity reference (fitted in closed form, no latent variables)",
+                  "literature": "From the literature (as quoted in the paper)"}
+
 
 def _column_headers(table: Table) -> list[str]:
     headers = list(table.label_names)
@@ -43,9 +47,8 @@ def table_grid(table: Table) -> str:
     """The table alone, as Markdown (also what `run` prints)."""
     rows = []
     for index, row in enumerate(table.rows):
-        if row.kind == "literature" and table.rows[index - 1].kind != "literature":
-            rows.append(["*From the literature (as quoted in the paper)*"]
-                        + [""] * (len(_column_headers(table)) - 1))
+        if row.kind in SECTION_TITLES and table.rows[index - 1].kind != row.kind:
+            rows.append([f"*{SECTION_TITLES[row.kind]}*"] + [""] * (len(_column_headers(table)) - 1))
         rows.append(_row_values(table, row))
     return markdown_grid(_column_headers(table), rows)
 
@@ -110,7 +113,7 @@ def table_latex(table: Table) -> str:
                                 + ["ours", "paper", r"$\Delta$"] * len(table.columns)) + r" \\")
     lines.append(r"\midrule")
     for index, row in enumerate(table.rows):
-        if row.kind == "literature" and table.rows[index - 1].kind != "literature":
+        if row.kind in SECTION_TITLES and table.rows[index - 1].kind != row.kind:
             lines.append(r"\midrule")
         lines.append(" & ".join(latex_escape(v) for v in _row_values(table, row)) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]

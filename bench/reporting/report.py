@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bench.io import atomic_write_text
 from bench.layout import report_dir
-from bench.reporting.cells import discover_seeds, read_cell
+from bench.reporting.cells import discover_seeds, read_cell, read_reference
 from bench.reporting.copies import copy_records
 from bench.reporting.figure import draw_figure, figure_csv, figure_data
 from bench.reporting.header import (
@@ -60,12 +60,14 @@ def write_report(suite: Suite, budget: str | None, runs_dir: Path, results_dir: 
     command = command or canonical_report_command(suite, budget, seeds)
     cells = expand(suite, budget, seeds)
     results = [read_cell(c, suite, budget, runs_dir, results_dir) for c in cells]
+    references = [read_reference(r, suite, budget, runs_dir, results_dir)
+                  for r in suite.references]
     out = report_dir(results_dir, suite, budget)
-    files = copy_records(suite, budget, results, runs_dir, results_dir)
+    files = copy_records(suite, budget, results + references, runs_dir, results_dir)
 
     bound = describe_bound(results, suite.table.metric)
     header = report_header(suite, chosen, seeds, results, bound, command)
-    table = build_table(suite, budget, seeds, results, header, paper_dir)
+    table = build_table(suite, budget, seeds, results, header, paper_dir, references)
     table_path = out / "table.md"
     atomic_write_text(table_path, table_markdown(table))
     atomic_write_text(out / "table.csv", table_csv(table, command, bound, chosen.updates))

@@ -15,7 +15,7 @@ from bench.suites import Cell, Suite
 
 @dataclass
 class TableRow:
-    kind: str                           # 'ours' or 'literature'
+    kind: str                           # 'ours', 'reference' or 'literature'
     label: tuple[str, ...]              # (model, dim) or (value,)
     cells: dict[str, dict]              # column value -> {ours, paper, diff, note...}
     reference: str = ""
@@ -44,8 +44,10 @@ def _column_order(suite: Suite, cells: list[Cell]) -> list[str]:
 
 
 def build_table(suite: Suite, budget: str, seeds: int, results: list[CellResult],
-                header: list[str], paper_dir: Path = PAPER_DIR) -> Table:
+                header: list[str], paper_dir: Path = PAPER_DIR,
+                reference_results: list | None = None) -> Table:
     layout = suite.table
+    reference_results = reference_results or []
     cells = [r.cell for r in results]
     columns = _column_order(suite, cells)
     by_model = layout.rows == "model"
@@ -97,6 +99,24 @@ def build_table(suite: Suite, budget: str, seeds: int, results: list[CellResult]
                          "runs": " ".join(r.cell.run_name for r in summary.results),
                          "reference": "this suite"})
         rows.append(table_row)
+    references: dict[tuple, TableRow] = {}
+    for reference in reference_results:
+        label = (reference.cell.label, "") if by_model else (reference.cell.label,)
+        row = references.setdefault(label, TableRow("reference", label, {}, "closed form"))
+        text = fmt(reference.value, decimals) if reference.value is not None else reference.status
+        if reference.status == "failed":
+            text += f" [{_note(notes, reference)}]"
+        row.cells[reference.cell.column] = {"ours": text, "paper": "", "diff": ""}
+        tidy.append({**common, "kind": "reference", "model": label[0],
+                     "dim": label[1] if by_model else "",
+                     "column": layout.column_label(reference.cell.column),
+                     "status": reference.status, "n": 1 if reference.value is not None else 0,
+                     "mean": reference.value, "std": None, "paper": None, "difference": None,
+                     "display": text, "importance_sampled": None, "importance_samples": None,
+                     "updates_trained": "", "runs": reference.cell.run_name,
+                     "reference": reference.record.get("config", {}).get("reference", {}).get(
+                         "description", "") if reference.record else ""})
+    rows.extend(references.values())
     if layout.literature and by_model:
         labels = {layout.column_label(c): c for c in columns}
         literature: dict[tuple[str, str], TableRow] = {}

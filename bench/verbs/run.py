@@ -173,6 +173,13 @@ def run(args) -> int:
           + (f" in {min(jobs, len(units))} processes" if jobs > 1 and len(units) > 1 else ""),
           flush=True)
     started = time.perf_counter()
+    for reference in suite.references:  # closed-form sanity rows: seconds, not training
+        directory = run_dir(runs_dir, suite, budget.name, reference)
+        if not record_is_complete(directory):
+            from bench.references import write_reference
+
+            record = write_reference(reference, directory, args.data_dir)
+            print(f"reference {reference.run_name}: {record['status']}", flush=True)
     if pending:
         threads = args.threads or max(1, available_cores() // jobs)
         if jobs == 1 or len(units) == 1:
