@@ -49,15 +49,25 @@ def _locate(cell: Cell, suite: Suite, budget: str, runs_dir: Path, results_dir: 
     return None
 
 
-def read_cell(cell: Cell, suite: Suite, budget: str, runs_dir: Path, results_dir: Path) -> CellResult:
+def _open(result_type, cell, suite: Suite, budget: str, runs_dir: Path, results_dir: Path):
+    """(directory, record) of a cell's (or reference's) record, or a result of `result_type`
+    saying that it has none or that it cannot be read."""
     directory = _locate(cell, suite, budget, runs_dir, results_dir)
     if directory is None:
-        return CellResult(cell, "not run")
+        return result_type(cell, "not run"), None
     path = directory / RECORD
     try:
-        record = read_record(path)
+        return directory, read_record(path)
     except UserError as error:
-        return CellResult(cell, "failed", record_path=path, reason=f"unreadable record: {error}")
+        return result_type(cell, "failed", record_path=path,
+                           reason=f"unreadable record: {error}"), None
+
+
+def read_cell(cell: Cell, suite: Suite, budget: str, runs_dir: Path, results_dir: Path) -> CellResult:
+    directory, record = _open(CellResult, cell, suite, budget, runs_dir, results_dir)
+    if record is None:
+        return directory
+    path = directory / RECORD
     curve = directory / (record.get("curve") or CURVE)
     status = record.get("status", "failed")
     # A failed run writes no curve; one found beside it is left from an earlier attempt.
@@ -102,16 +112,11 @@ class ReferenceResult:
 
 def read_reference(reference: Reference, suite: Suite, budget: str, runs_dir: Path,
                    results_dir: Path) -> ReferenceResult:
-    directory = _locate(reference, suite, budget, runs_dir, results_dir)
-    if directory is None:
-        return ReferenceResult(reference, "not run")
-    path = directory / RECORD
-    try:
-        record = read_record(path)
-    except UserError as error:
-        return ReferenceResult(reference, "failed", record_path=path,
-                               reason=f"unreadable record: {error}")
-    result = ReferenceResult(reference, record.get("status", "failed"), record, path)
+    directory, record = _open(ReferenceResult, reference, suite, budget, runs_dir, results_dir)
+    if record is None:
+        return directory
+    result = ReferenceResult(reference, record.get("status", "failed"), record,
+                             directory / RECORD)
     metric = find_metric(record, "test", "exact")
     if result.status != "complete" or metric is None or metric.get(suite.table.metric) is None:
         result.status = "failed"
