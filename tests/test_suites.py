@@ -19,7 +19,7 @@ from bench.errors import UserError
 REPOSITORY = Path(__file__).resolve().parent.parent
 # The suites that regenerate the paper's tables and figure, and their cells.
 EXPECTED_CELLS = {"table1": 14, "table2": 8, "table3": 5, "figure1": 16, "quick": 2}
-OTHER_SUITES = {"protocol": 10, "protocol-docs": 8}
+OTHER_SUITES = {"protocol": 10, "protocol-docs": 10}
 FIGURE1_PRESETS = ["baseline+idb+vn", "baseline+idb", "baseline+vn", "idb+vn", "baseline", "idb",
                    "vn", "none"]
 
@@ -318,10 +318,12 @@ def test_protocol_smoke_run_tables_and_plots_by_label(smoke_env):
     assert set(figure["panel"]) == {"NVIL", "NVIL without VN"}
 
 
-def test_protocol_docs_cells_stack_in_one_group():
+def test_protocol_docs_cells_stack_by_initial_scale():
     from bench.batched import stacked_groups
 
     cells = suites.expand(suites.load("protocol-docs"), "short")
     assert len(cells) == OTHER_SUITES["protocol-docs"]
-    assert {c.row for c in cells} == {"3e-05", "0.0001", "0.0003", "0.001"}
-    assert stacked_groups([c.spec for c in cells], 16) == [list(range(len(cells)))]
+    assert {c.row for c in cells} == {"SGD 3e-5 (paper)", "SGD 1e-4", "SGD 3e-4", "SGD 1e-3",
+                                      "SGD 3e-4, init 0.01", "SGD 1e-3, init 0.01"}
+    # one group per initial scale
+    assert stacked_groups([c.spec for c in cells], 16) == [list(range(8)), [8, 9]]
