@@ -201,7 +201,9 @@ class NVIL(Algorithm):
             inference_loss = -(normalised[:, 0] * sum(log_q)).sum()
         losses = {"model": -sum(log_p).sum(), "inference": inference_loss}
         bound = signals[:, 0].mean(-1)
-        metrics = {"bound": bound, "signal_mean": self.signal_mean[:, 0].clone()}
+        # signal_scale: the divisor of the first signal, max(1, sqrt v) with VN, else 1.
+        metrics = {"bound": bound, "signal_mean": self.signal_mean[:, 0].clone(),
+                   "signal_scale": scale[:, 0]}
         if self.any_baseline:
             losses["baseline"] = -(self.use_baseline.unsqueeze(-1) * normalised * baseline).sum()
             metrics["baseline_residual_rms"] = residual[:, 0].pow(2).mean(-1).sqrt()

@@ -226,6 +226,12 @@ class RunGroup:
                                  built.data.num_features, device=built.device, dtype=reference.dtype)
         for run in self.runs:
             run.best_parameters = run_state(self.algorithm, run.index)
+        # Each run's training metrics (StepResult.metrics) summed since its last evaluation,
+        # where their means go into its curve as train_NAME: the training bound, and whatever
+        # else the estimator reports. Zero at every checkpoint, so a resumed run's curve is the
+        # uninterrupted one's.
+        self.metric_sums: dict[str, torch.Tensor] = {}
+        self.metric_counts = torch.zeros(len(self.runs), dtype=torch.float64)
 
     @property
     def num_runs(self) -> int:
@@ -271,6 +277,7 @@ class RunGroup:
         ok = (None if all(active) and all(finite_list)
               else finite & torch.tensor(active, device=finite.device))
         self.optimizer.backward(sum(result.losses.values()), ok)
+        self._accumulate(result.metrics, ok)
         if ok is not None:  # runs that did not move keep their estimator state too
             with torch.no_grad():
                 for buffer, old in zip(self.buffers, kept, strict=True):
@@ -292,6 +299,26 @@ class RunGroup:
             for run in due:
                 self.save_checkpoint(run)
         return True
+
+    @torch.no_grad()
+    def _accumulate(self, metrics: dict[str, torch.Tensor], ok: torch.Tensor | None) -> None:
+        for name, value in metrics.items():
+            value = value.detach().to(torch.float64)
+            if ok is not None:  # where(), not a product: a diverged run's metric may be NaN
+                value = torch.where(ok.to(value.device), value, 0.0)
+            total = self.metric_sums.get(name)
+            self.metric_sums[name] = value if total is None else total + value
+        self.metric_counts += 1.0 if ok is None else ok.cpu().to(torch.float64)
+
+    def _training_metrics(self, run: Run) -> dict[str, float]:
+        """Run's mean training metrics since its last evaluation (then reset to none)."""
+        count = float(self.metric_counts[run.index])
+        means = {f"train_{name}": float(total[run.index]) / count
+                 for name, total in self.metric_sums.items()} if count else {}
+        for total in self.metric_sums.values():
+            total[run.index] = 0.0
+        self.metric_counts[run.index] = 0.0
+        return means
 
     # -- evaluation ----------------------------------------------------------------------------
     def evaluate(self, split: str, runs: list[Run], bound: str = "elbo",
@@ -324,6 +351,7 @@ class RunGroup:
             point = {"update": state.update, "epoch": state.epoch, "valid_bound": evaluation.mean}
             if evaluation.perplexity is not None:
                 point["valid_perplexity"] = evaluation.perplexity
+            point.update(self._training_metrics(run))
             state.curve.append(point)
             if not math.isfinite(evaluation.mean):
                 state.status = "diverged"
@@ -427,11 +455,13 @@ class RunGroup:
 
 
 def write_curve(run: Run) -> None:
-    keys = ["update", "epoch", "valid_bound"]
-    if any("valid_perplexity" in point for point in run.state.curve):
-        keys.append("valid_perplexity")
+    """curve.csv: update, epoch, the validation bound (and perplexity), then the means of the
+    training metrics over the updates since the previous row (train_bound, ...; empty in the
+    first row, before any update)."""
+    keys = list(dict.fromkeys(key for point in run.state.curve for key in point))
     lines = [",".join(keys)]
-    lines += [",".join(repr(point.get(key, "")) for key in keys) for point in run.state.curve]
+    lines += [",".join(repr(point[key]) if key in point else "" for key in keys)
+              for point in run.state.curve]
     atomic_write_text(run.out_dir / CURVE, "\n".join(lines) + "\n")
 
 

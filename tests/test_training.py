@@ -3,6 +3,7 @@ they must, `eval` adds a tighter bound, and users' mistakes end in one clear lin
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import subprocess
@@ -32,6 +33,11 @@ def comparable(record: dict) -> dict:
     return {"status": record["status"], "updates": record["updates"],
             "best_update": record["best_update"], "metrics": record["metrics"],
             "config": record["config"]}
+
+
+def curve_points(path) -> list[tuple[int, float]]:
+    with open(path, newline="") as stream:
+        return [(int(row["update"]), float(row["valid_bound"])) for row in csv.DictReader(stream)]
 
 
 class InterruptAfter:
@@ -128,14 +134,15 @@ def test_record_carries_configuration_seed_updates_bounds_code_and_device(tmp_pa
         record["throughput"]["examples_per_s"])
     assert config["engine"] == {"name": "stacked", "runs_in_batch": 1}
     curve = (tmp_path / "curve.csv").read_text().splitlines()
-    assert curve[0] == "update,epoch,valid_bound" and len(curve) == 1 + 3  # updates 0, 40, 80
+    assert curve[0] == ("update,epoch,valid_bound,train_bound,train_signal_mean,"
+                        "train_signal_scale") and len(curve) == 1 + 3  # updates 0, 40, 80
+    assert curve[1].endswith(",,,")  # before any update there is no training metric
 
 
 def test_best_validation_parameters_are_kept(tmp_path):
     spec = RunSpec(updates=160, **SMALL)
     record = train_run(spec, tmp_path, progress=False)
-    lines = (tmp_path / "curve.csv").read_text().splitlines()[1:]
-    points = [(int(u), float(b)) for u, _, b in (line.split(",") for line in lines)]
+    points = curve_points(tmp_path / "curve.csv")
     best_update, _ = max(points, key=lambda point: point[1])
     assert record["best_update"] == best_update
 
@@ -203,8 +210,7 @@ def test_patience_stops_a_run_whose_validation_bound_stopped_improving(tmp_path)
     # best bound soon stops being beaten.
     spec = RunSpec(updates=4000, learning_rate=1e-12, patience=80, **SMALL)
     record = train_run(spec, tmp_path / "run", progress=False)
-    lines = (tmp_path / "run" / "curve.csv").read_text().splitlines()[1:]
-    points = [(int(u), float(b)) for u, _, b in (line.split(",") for line in lines)]
+    points = curve_points(tmp_path / "run" / "curve.csv")
     assert record["status"] == "complete" and record["stop_reason"] == "patience"
     assert record["updates"] < spec.updates and record["updates"] == points[-1][0]
     best, best_update = -math.inf, 0
@@ -232,3 +238,29 @@ def test_patience_shorter_than_the_validation_interval_is_a_user_error():
 
     with pytest.raises(UserError, match="patience .* must be at least eval_interval"):
         RunSpec(patience=10, eval_interval=40)
+
+
+def test_the_curve_has_the_mean_training_metrics_of_each_interval(tmp_path):
+    """train_bound in curve.csv is the mean of the training bound of the updates since the
+    previous row, per run, also for runs stacked with others."""
+    specs = [RunSpec(updates=80, seed=s, **SMALL) for s in (1, 2)]
+    group = RunGroup(build(specs), [tmp_path / "a", tmp_path / "b"], progress=False)
+    bounds = []
+    step = group.algorithm.step
+
+    def recording(x, noise):
+        result = step(x, noise)
+        bounds.append(result.metrics["bound"].detach().clone())
+        return result
+
+    group.algorithm.step = recording
+    group.train()
+    for r, name in enumerate("ab"):
+        with open(tmp_path / name / "curve.csv", newline="") as stream:
+            rows = list(csv.DictReader(stream))
+        assert [int(row["update"]) for row in rows] == [0, 40, 80]
+        assert rows[0]["train_bound"] == ""
+        for row, interval in zip(rows[1:], (bounds[:40], bounds[40:]), strict=True):
+            expected = torch.stack(interval)[:, r].double().mean().item()
+            assert float(row["train_bound"]) == pytest.approx(expected, rel=1e-6)
+        assert float(rows[1]["train_signal_scale"]) >= 1.0
