@@ -354,8 +354,15 @@ def test_long_budgets_plot_updates_on_a_log_axis(tmp_path, monkeypatch):
                for c in cells]
     from bench.reporting.figure import draw_figure
 
+    bottoms = []
+    original_ylim = matplotlib.axes.Axes.set_ylim
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_ylim",
+                        lambda self, *a, **kw: (bottoms.append(kw.get("bottom")),
+                                                original_ylim(self, *a, **kw)))
     draw_figure(suite, results, tmp_path / "log.png", "test", log_updates=True)
     assert scales == ["log"] * len({c.spec.model for c in cells})  # one per panel
+    # the untrained model's -200 does not set the scale: the trained curve does
+    assert bottoms and all(-200 < bottom <= -150 for bottom in bottoms)
     assert (tmp_path / "log.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -5,6 +5,7 @@ seeds with a band spanning them; and the same points as tidy CSV."""
 from __future__ import annotations
 
 import csv
+import math
 import io
 import statistics
 from pathlib import Path
@@ -63,6 +64,7 @@ def draw_figure(suite: Suite, results: list[CellResult], path: Path, subtitle: s
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
     colours = plt.get_cmap("tab10")
     for axis, panel in zip(axes[0], panels, strict=True):
+        later = []  # every plotted value but each curve's first (the untrained model's)
         for number, line in enumerate(lines):
             mine = [r for r in results if r.cell.index(figure.panels) == panel
                     and r.cell.index(figure.lines) == line]
@@ -77,6 +79,7 @@ def draw_figure(suite: Suite, results: list[CellResult], path: Path, subtitle: s
             values = [[next(p["valid_bound"] for p in c if p["update"] == u) for c in curves]
                       for u in shared]
             mean = [statistics.fmean(v) for v in values]
+            later += [value for v in values[1:] for value in v if math.isfinite(value)]
             suffix = "" if len(curves) == 1 else f" (mean of {len(curves)})"
             diverged = any(r.status == "diverged" for r in mine)
             axis.plot(shared, mean, color=colours(number % 10),
@@ -84,6 +87,9 @@ def draw_figure(suite: Suite, results: list[CellResult], path: Path, subtitle: s
             if len(curves) > 1:
                 axis.fill_between(shared, [min(v) for v in values], [max(v) for v in values],
                                   color=colours(number % 10), alpha=0.2, linewidth=0)
+        if later:  # the untrained model's bound, far below, would flatten every curve
+            low, high = min(later), max(later)
+            axis.set_ylim(bottom=low - 0.1 * max(high - low, 1.0))
         axis.set_title(figure.panel_labels.get(panel, panel))
         if log_updates:  # the first point, update 0, has no place on it
             axis.set_xscale("log")
