@@ -5,8 +5,8 @@ seeds with a band spanning them; and the same points as tidy CSV."""
 from __future__ import annotations
 
 import csv
-import math
 import io
+import math
 import statistics
 from pathlib import Path
 
