@@ -27,19 +27,22 @@ import numpy as np
 from bench.errors import UserError
 
 
-def unigram(data) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """split -> (log p(x_n), L_n) for the validation and test documents."""
+def unigram_scores(data, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(log p(x_n), L_n) of a split's documents under the training set's add-one smoothed word
+    frequencies."""
     if data.kind != "counts":
         raise UserError(f"the unigram reference needs a document dataset; {data.name} is "
                         f"{data.kind}")
     counts = np.asarray(data.train.sum(0), dtype=np.float64).ravel()
     log_frequencies = np.log((counts + 1.0) / (counts.sum() + counts.size))
-    scored = {}
-    for split in ("valid", "test"):
-        rows = getattr(data, split)
-        scored[split] = (np.asarray(rows @ log_frequencies, dtype=np.float64).ravel(),
-                         np.asarray(rows.sum(1), dtype=np.float64).ravel())
-    return scored
+    rows = getattr(data, split)
+    return (np.asarray(rows @ log_frequencies, dtype=np.float64).ravel(),
+            np.asarray(rows.sum(1), dtype=np.float64).ravel())
+
+
+def unigram(data) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """split -> (log p(x_n), L_n) for the validation and test documents."""
+    return {split: unigram_scores(data, split) for split in ("valid", "test")}
 
 
 REFERENCES: dict[str, tuple[Callable, str]] = {
@@ -60,39 +63,40 @@ def metric(split: str, log_likelihoods: np.ndarray, lengths: np.ndarray) -> dict
     return entry
 
 
-def reference_record(name: str, data) -> dict:
-    """The record of reference `name` fitted to and scored on `data`."""
+def _record(run_name: str, status: str, **fields) -> dict:
     from bench.records import SCHEMA_VERSION, code_version, environment
 
+    return {"schema_version": SCHEMA_VERSION, "status": status, "run_name": run_name,
+            "updates": 0, **fields, "code": code_version(), "environment": environment("cpu")}
+
+
+def reference_record(name: str, data) -> dict:
+    """The record of reference `name` fitted to and scored on `data`."""
     started = time.perf_counter()
     fit, description = REFERENCES[name]
     scored = fit(data)
-    return {
-        "schema_version": SCHEMA_VERSION, "status": "complete", "run_name": f"{data.name}-reference-{name}",
-        "config": {"reference": {"name": name, "description": description},
+    return _record(
+        f"{data.name}-reference-{name}", "complete",
+        config={"reference": {"name": name, "description": description},
                    "dataset": {"name": data.name, "split": data.split, "kind": data.kind,
                                "sizes": {s: int(getattr(data, s).shape[0])
                                          for s in ("train", "valid", "test")},
                                "provenance": data.provenance}},
-        "seed": None, "updates": 0, "wall_time_s": time.perf_counter() - started,
-        "metrics": [metric(split, *scored[split]) for split in ("valid", "test")],
-        "code": code_version(), "environment": environment("cpu"),
-    }
+        seed=None, wall_time_s=time.perf_counter() - started,
+        metrics=[metric(split, *scored[split]) for split in ("valid", "test")])
 
 
 def write_reference(reference, out_dir, data_dir=None) -> dict:
     """Fit and score a suite's reference (bench.suites.Reference) and write its record in
     `out_dir`; a reference that cannot be computed (no data) gets a failed record, as a cell."""
     import datasets
-    from bench.records import SCHEMA_VERSION, code_version, environment, write_record
+    from bench.records import write_record
 
     try:
         record = reference_record(reference.name, datasets.load(reference.dataset,
                                                                 data_dir=data_dir))
     except Exception as error:  # noqa: BLE001 - shown as a failed row, like a failed cell
-        record = {"schema_version": SCHEMA_VERSION, "status": "failed",
-                  "run_name": reference.run_name, "error": f"{type(error).__name__}: {error}",
-                  "config": {"reference": {"name": reference.name}}, "updates": 0,
-                  "metrics": [], "code": code_version(), "environment": environment("cpu")}
+        record = _record(reference.run_name, "failed", error=f"{type(error).__name__}: {error}",
+                         config={"reference": {"name": reference.name}}, metrics=[])
     write_record(out_dir, record)
     return record

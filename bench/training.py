@@ -230,7 +230,8 @@ class RunGroup:
         # where their means go into its curve as train_NAME: the training bound, and whatever
         # else the estimator reports. Zero at every checkpoint, so a resumed run's curve is the
         # uninterrupted one's.
-        self.metric_sums: dict[str, torch.Tensor] = {}
+        self.metric_names: list[str] = []
+        self.metric_sums: torch.Tensor | None = None   # (metrics, R), float64
         self.metric_counts = torch.zeros(len(self.runs), dtype=torch.float64)
 
     @property
@@ -302,21 +303,25 @@ class RunGroup:
 
     @torch.no_grad()
     def _accumulate(self, metrics: dict[str, torch.Tensor], ok: torch.Tensor | None) -> None:
-        for name, value in metrics.items():
-            value = value.detach().to(torch.float64)
-            if ok is not None:  # where(), not a product: a diverged run's metric may be NaN
-                value = torch.where(ok.to(value.device), value, 0.0)
-            total = self.metric_sums.get(name)
-            self.metric_sums[name] = value if total is None else total + value
+        """Add this update's metrics, one (metrics, R) stack: two operations an update."""
+        values = torch.stack([value.detach() for value in metrics.values()])
+        if ok is not None:  # where(), not a product: a diverged run's metric may be NaN
+            values = torch.where(ok, values, 0.0)
+        if self.metric_sums is None:
+            self.metric_names = list(metrics)
+            self.metric_sums = torch.zeros(values.shape, dtype=torch.float64, device=values.device)
+        self.metric_sums += values
         self.metric_counts += 1.0 if ok is None else ok.cpu().to(torch.float64)
 
     def _training_metrics(self, run: Run) -> dict[str, float]:
         """Run's mean training metrics since its last evaluation (then reset to none)."""
         count = float(self.metric_counts[run.index])
-        means = {f"train_{name}": float(total[run.index]) / count
-                 for name, total in self.metric_sums.items()} if count else {}
-        for total in self.metric_sums.values():
-            total[run.index] = 0.0
+        if self.metric_sums is None or not count:
+            return {}
+        totals = self.metric_sums[:, run.index]
+        means = {f"train_{name}": total / count
+                 for name, total in zip(self.metric_names, totals.tolist(), strict=True)}
+        totals.zero_()
         self.metric_counts[run.index] = 0.0
         return means
 

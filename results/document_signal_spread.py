@@ -8,14 +8,12 @@ its correlation with the length. Prints the figures quoted in results/README.md.
 import numpy as np
 
 import datasets
+from bench.references import unigram_scores
 
 
 def main() -> None:
     data = datasets.load("20news")
-    counts = np.asarray(data.train.sum(0), dtype=np.float64).ravel()
-    log_frequencies = np.log((counts + 1) / (counts.sum() + counts.size))
-    log_likelihood = np.asarray(data.train @ log_frequencies).ravel()
-    lengths = np.asarray(data.train.sum(1)).ravel()
+    log_likelihood, lengths = unigram_scores(data, "train")
     rng = np.random.default_rng(0)
     spreads = [log_likelihood[rng.choice(len(log_likelihood), 20, replace=False)].std()
                for _ in range(2000)]
