@@ -43,7 +43,8 @@ For the bias check (`python -m bench check`), an estimator says what its expecte
         estimator biased by design, or unbiased for another objective, overrides it,
     scaled_groups -> groups where a positive rescaling per parameter tensor is allowed
         (variance normalisation rescales the inference network's update),
-    check_steps -> how many steps the Monte Carlo check averages by default.
+    check_steps -> how many steps the Monte Carlo check averages by default,
+    check_model -> the tiny model it uses by default (sbn:2-3).
 
 The check computes the exact expected update by enumerating every value the Bernoulli noise of
 one update can take (models/noise.py, `enumerating`), and compares.
@@ -88,6 +89,9 @@ class Algorithm(nn.Module):
     default_learning_rate: ClassVar[float] = 3e-4
     #: steps the bias check (`python -m bench check`) averages unless told otherwise
     check_steps: ClassVar[int] = 2000
+    #: the tiny model the bias check uses unless told otherwise: an estimator drawing K samples
+    #: per example may name a smaller one, so that one update's binary draws stay enumerable
+    check_model: ClassVar[str] = "sbn:2-3"
 
     def __init__(self, model: nn.Module, inference: nn.Module, options, generators=None):
         super().__init__()

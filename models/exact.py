@@ -81,3 +81,41 @@ def exact_sleep_objective(model, inference) -> Tensor:
         total = total + (log_joint.exp() * inference.log_prob(xs, h)).sum((1, 2))
     return total
 
+
+
+def k_sample_tuples(latent_sizes, num_samples: int, dtype=torch.float64, device=None):
+    """Every ordered K-tuple of joint latent configurations, as per-layer tensors (1, K, T, 1, H_i)
+    with T = (2^total)^K tuples (sample k of tuple t is configuration digit k of t in base 2^total).
+    Scored by a model or inference network against x (R|1, B, D), each gives (R, K, T, B) terms:
+    the ground truth for K-sample estimators (the K-sample bound, self-normalised weights)."""
+    total = _check_size(latent_sizes)
+    count = 2 ** total
+    if count ** num_samples > 2 ** 20:
+        raise ValueError(f"{count}^{num_samples} K-sample tuples is too many to enumerate; use a "
+                         f"model with fewer latent units or fewer samples")
+    configs = binary_configurations(total, dtype, device)                  # (count, total)
+    tuples = torch.cartesian_prod(*[torch.arange(count, device=device)] * num_samples)
+    tuples = tuples.reshape(-1, num_samples)                               # (T, K)
+    joint = configs[tuples.T]                                              # (K, T, total)
+    return [part.unsqueeze(-2).unsqueeze(0)
+            for part in torch.split(joint, list(latent_sizes), dim=-1)]
+
+
+def exact_k_sample_expectation(model, inference, x: Tensor, num_samples: int, function) -> Tensor:
+    """E over K independent samples h_1..h_K ~ Q(h | x) of function(log_p, log_q), where log_p and
+    log_q are (R, K, T, B) log P(x, h_k) and log Q(h_k | x) for every K-tuple; function returns
+    (R, T, B) (or anything broadcasting to it), and the result is (R, B). Differentiable."""
+    h = k_sample_tuples(model.latent_sizes, num_samples, x.dtype, x.device)
+    log_p = model.log_joint(x, h)
+    log_q = inference.log_prob(x, h)
+    weight = log_q.sum(1).exp()                                            # (R, T, B)
+    return (weight * function(log_p, log_q)).sum(1)
+
+
+def exact_multisample_bound(model, inference, x: Tensor, num_samples: int) -> Tensor:
+    """The K-sample bound E_{h_1..K ~ Q} log (1/K) sum_k P(x, h_k) / Q(h_k | x) (Burda et al.
+    2016; VIMCO's objective) for each row of x, (R, B); K = 1 is the ELBO."""
+    log_k = torch.log(torch.tensor(float(num_samples), dtype=x.dtype))
+    return exact_k_sample_expectation(
+        model, inference, x, num_samples,
+        lambda log_p, log_q: torch.logsumexp(log_p - log_q, 1) - log_k)

@@ -16,8 +16,9 @@ def add_parser(subparsers) -> None:
     parser.add_argument("algorithm", help="algorithm, optionally with a preset: nvil, nvil:none, "
                                           "wake-sleep (see `python -m bench list`), or "
                                           "package.module:Class[:PRESET]")
-    parser.add_argument("--model", default="sbn:2-3",
-                        help="tiny model (at most 20 latents); default sbn:2-3 over 5 pixels")
+    parser.add_argument("--model", default=None,
+                        help="tiny model (at most 20 latents) over 5 pixels; default: the "
+                             "algorithm's check_model (sbn:2-3 unless it names another)")
     parser.add_argument("--inference", default="factorial", help="factorial or autoregressive")
     parser.add_argument("--steps", type=int, default=None,
                         help="number of updates to average (default: the algorithm's check_steps)")
@@ -36,11 +37,12 @@ def run(args) -> int:
     from bench.errors import UserError
     from models import MAX_EXACT_LATENTS, ModelSpec
 
-    parse_name(args.algorithm)  # unknown names fail before any work
-    spec = ModelSpec.parse(args.model, inference=args.inference)
+    cls, _ = parse_name(args.algorithm)  # unknown names fail before any work
+    model = args.model or cls.check_model
+    spec = ModelSpec.parse(model, inference=args.inference)
     if spec.num_latents > MAX_EXACT_LATENTS or spec.data_kind != "binary":
         raise UserError(f"the bias check enumerates latents and pixels: use a binary model with at "
-                        f"most {MAX_EXACT_LATENTS} latent units, e.g. sbn:2-3 (got {args.model})")
+                        f"most {MAX_EXACT_LATENTS} latent units, e.g. sbn:2-3 (got {model})")
     if args.steps is not None and args.steps < 2:
         raise UserError("--steps must be at least 2")
     steps = args.steps or default_steps_for(args.algorithm)
