@@ -35,14 +35,18 @@ import inspect
 import re
 from collections.abc import Iterator, Mapping
 
+from algorithms.arm import ARM
 from algorithms.base import Algorithm
+from algorithms.disarm import DisARM
 from algorithms.nvil import NVIL
 from algorithms.wake_sleep import WakeSleep
 from bench.errors import UserError, unknown_name
 
 ENTRY_POINT_GROUP = "nvil_bench.algorithms"
 #: the suite's own estimators; a new one in algorithms/ is added here
-BUILTIN: dict[str, type[Algorithm]] = {cls.name: cls for cls in (NVIL, WakeSleep)}
+BUILTIN: dict[str, type[Algorithm]] = {cls.name: cls for cls in (
+    NVIL, WakeSleep, ARM, DisARM,
+)}
 SYNTAX = "package.module:Class[:PRESET]"
 
 _IDENTIFIERS = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"

@@ -17,8 +17,11 @@ copies' updates:
 per parameter tensor, with k = 1, or, for `scaled_groups`, k the least-squares positive factor
 (variance normalisation rescales the update; it may not turn it). A bias is a relative error
 |E - k c| / |c| above 1e-8, or a fitted k that is not positive. The running statistics enter as
-they stand after `warmup` updates. Where the noise is not all Bernoulli uniforms (Gaussian or
-antithetic noise, words of a document) or has too many values, this check is skipped and says so.
+they stand after `warmup` updates. Antithetic pairs (models/noise.py, `antithetic_bernoulli`) are
+enumerated by the three intervals of u on which the pair's outcomes are constant, each at its
+midpoint with its length as probability (exact for updates affine in u given the outcomes). Where
+the noise holds Gaussians, or uniforms used other than as one Bernoulli draw each (words of a
+document, relaxations), or has too many values, this check is skipped and says so.
 
 Monte Carlo z-test (the second check, for every estimator):
 
@@ -37,9 +40,11 @@ import torch
 
 import algorithms
 from models import ModelSpec
+from models.noise import ENUMERATED_VALUES, enumerating
 from models.noise import draw as draw_noise
-from models.noise import enumerating
 
+#: at most this many noise configurations of one update are enumerated (2^16: 16 binary draws)
+MAX_ENUMERATED_CONFIGURATIONS = 2 ** 16
 MAX_ENUMERATED_BITS = 16
 EXACT_TOLERANCE = 1e-8
 
@@ -157,47 +162,58 @@ def draw_step(method, x: torch.Tensor, generator):
     return method.step(x, noise)
 
 
-def _enumerable_bits(request) -> int | None:
-    """The number of binary draws in a noise request, or None if it holds noise other than
-    uniforms (which enumeration by 0/1 cannot cover)."""
-    bits = 0
-    for leaves in request.values():
-        for leaf in leaves:
-            if leaf.kind != "uniform":
+def _enumerated_values(request) -> list[tuple[str, str, int, int]] | None:
+    """(name, kind, elements, values per element) of every leaf of a noise request, or None if
+    it holds noise that enumeration cannot cover (Gaussians)."""
+    leaves = []
+    for name, group in request.items():
+        for leaf in group:
+            values = ENUMERATED_VALUES[leaf.kind]
+            if values is None:
                 return None
             shapes = leaf.shape if isinstance(leaf.shape, list) else [leaf.shape]
-            bits += math.prod(shapes[0])
-    return bits
+            leaves.append((name, leaf.kind, math.prod(shapes[0]), values))
+    return leaves
+
+
+def enumeration_size(request) -> int | None:
+    """The number of configurations one update's noise takes under exact enumeration (uniforms 2
+    each, antithetic pairs 3 each), or None if it holds noise that cannot be enumerated."""
+    leaves = _enumerated_values(request)
+    return None if leaves is None else math.prod(values ** n for _, _, n, values in leaves)
 
 
 def exact_expected_update(method, spec_text: str, num_features: int, inference: str, x, build,
                           checked_groups):
     """E[-grad loss_g] for each of the checked groups, by enumerating every configuration of one
-    update's binary noise: (expected {group: [tensors]}, number of configurations), or
-    (None, reason) when the noise cannot be enumerated."""
+    update's noise (binary draws; the intervals of antithetic pairs): (expected {group:
+    [tensors]}, number of configurations), or (None, reason) when it cannot be enumerated."""
     request = method.noise(x)
-    bits = _enumerable_bits(request)
-    if bits is None:
-        return None, "its noise is not all uniforms"
-    if bits > MAX_ENUMERATED_BITS:
-        return None, f"{bits} binary draws per update, at most {MAX_ENUMERATED_BITS} enumerable"
-    count = 2 ** bits
+    leaves = _enumerated_values(request)
+    if leaves is None:
+        return None, "its noise is not all uniforms or antithetic pairs"
+    count = math.prod(values ** n for _, _, n, values in leaves)
+    if count > MAX_ENUMERATED_CONFIGURATIONS:
+        return None, (f"{count} noise configurations per update, at most "
+                      f"{MAX_ENUMERATED_CONFIGURATIONS} enumerable")
     model, q_net = tiny_model(spec_text, num_features, count, inference)
     copies = build(model, q_net)
     # Every copy starts from the lone run's state (parameters and running statistics).
     with torch.no_grad():
         for name, value in copies.state_dict().items():
             value.copy_(method.state_dict()[name].expand_as(value))
+    # Configuration m's digits in mixed radix: one digit per noise element, base 2 or 3.
     codes = torch.arange(count).unsqueeze(-1)
-    configurations = ((codes >> torch.arange(bits)) & 1).to(torch.float64)   # (M, bits)
-    noise, offset = {}, 0
-    for name, leaves in request.items():
-        noise[name] = []
-        for leaf in leaves:
-            size = math.prod(leaf.shape)
-            bits_of_leaf = configurations[:, offset:offset + size].reshape(count, *leaf.shape)
-            noise[name].append(1.0 - bits_of_leaf)  # u = 0 forces h = 1, u = 1 forces h = 0
-            offset += size
+    noise, stride = {name: [] for name in request}, 1
+    for (name, kind, elements, values), leaf in zip(
+            leaves, [leaf for group in request.values() for leaf in group], strict=True):
+        strides = stride * values ** torch.arange(elements)
+        digits = ((codes // strides) % values).to(torch.float64).reshape(count, *leaf.shape)
+        stride *= values ** elements
+        if kind == "uniform":
+            noise[name].append(1.0 - digits)  # u = 0 forces h = 1, u = 1 forces h = 0
+        else:  # interval codes, read by models.noise.antithetic_bernoulli
+            noise[name].append(torch.stack([digits, digits], 1))
     with enumerating() as ledger:
         result = copies.step(x.expand(count, *x.shape[1:]), noise)
     if ledger[0] is None:
@@ -205,7 +221,7 @@ def exact_expected_update(method, spec_text: str, num_features: int, inference: 
     probability = ledger[0].exp()
     total = float(probability.sum())
     if abs(total - 1.0) > 1e-9:
-        return None, (f"its noise is not all consumed by Bernoulli layers (the enumerated "
+        return None, (f"its noise is not all consumed by Bernoulli draws (the enumerated "
                       f"configurations have total probability {total:.6g})")
     groups = copies.parameter_groups()
     expected = {}
@@ -287,8 +303,8 @@ def _exact_check(report: CheckReport, algorithm, model, seed, overrides, warmup,
     for batch_size in (2, 1):
         p_model, q_net, x = tiny_problem(model, num_features, batch_size, seed, inference)
         method = _build(algorithm, p_model, q_net, overrides, algorithm_class)
-        bits = _enumerable_bits(method.noise(x))
-        if bits is None or bits <= MAX_ENUMERATED_BITS or batch_size == 1:
+        size = enumeration_size(method.noise(x))
+        if size is None or size <= MAX_ENUMERATED_CONFIGURATIONS or batch_size == 1:
             break
     generator = torch.Generator().manual_seed(seed + 2)
     for _ in range(warmup):  # running statistics as they stand in training

@@ -30,6 +30,10 @@ import torch
 from torch import Tensor
 
 KINDS = ("uniform", "normal", "antithetic")
+#: values one element of each kind takes under exact enumeration (None: not enumerable): a
+#: uniform forces a Bernoulli outcome by 0 or 1; an antithetic pair takes one of the three
+#: intervals of `antithetic_bernoulli`
+ENUMERATED_VALUES = {"uniform": 2, "antithetic": 3, "normal": None}
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,10 @@ class Noise:
 
 def uniform(*shape) -> Noise:
     return Noise("uniform", tuple(shape))
+
+
+def antithetic(*shape) -> Noise:
+    return Noise("antithetic", tuple(shape))
 
 
 def _run_shapes(leaf: Noise, runs: int) -> list[tuple]:
@@ -112,3 +120,36 @@ def record_outcome(log_prob: Tensor) -> None:
 def recording() -> bool:
     """Whether an `enumerating()` block is active (the layers then call `record_outcome`)."""
     return _LEDGER is not None
+
+
+def antithetic_bernoulli(pair: Tensor, logits: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """An antithetic pair of Bernoulli samples of the same units from one "antithetic" leaf:
+    pair (R, 2, *shape) holds (u, 1 - u), logits a (R, *shape); returns (u, b, b~) with
+
+        b = [u < sigmoid(a)],    b~ = [1 - u < sigmoid(a)]     (each marginally Bernoulli(sigmoid a))
+
+    No gradient flows through any of them.
+
+    Exact enumeration. Given a, the pair (b_j, b~_j) of unit j is constant on each of the three
+    intervals of [0, 1] cut at min(p, 1 - p) and max(p, 1 - p), p = sigmoid(a_j). Within
+    `enumerating()` the caller (bench/check.py) fills pair[:, 0] with interval codes 0, 1, 2 instead
+    of uniforms; u becomes the midpoint of that interval and the interval's length is recorded as
+    the configuration's probability. That is exact for every estimator whose update is affine in
+    each u_j given the outcomes (ARM's (u - 1/2) factor; DisARM uses no u at all): the mean of an
+    affine function over an interval is its value at the midpoint."""
+    with torch.no_grad():
+        probability = torch.sigmoid(logits)
+        if recording():
+            low = torch.minimum(probability, 1 - probability)
+            high = torch.maximum(probability, 1 - probability)
+            code = pair[:, 0]
+            u = torch.where(code == 0, low / 2, torch.where(code == 1, (low + high) / 2,
+                                                            (high + 1) / 2))
+            length = torch.where(code == 0, low, torch.where(code == 1, high - low, 1 - high))
+            record_outcome(torch.log(length))
+            complement = 1 - u
+        else:
+            u, complement = pair[:, 0], pair[:, 1]
+        sample = (u < probability).to(logits.dtype)
+        antithetic = (complement < probability).to(logits.dtype)
+    return u, sample, antithetic

@@ -46,7 +46,12 @@ def make(text, spec="sbn:2-3", batch_size=10, seed=0, inference="factorial", ove
          num_features=5):
     model, q_net, x = tiny_problem(spec, num_features=num_features, batch_size=batch_size,
                                    seed=seed, inference=inference)
-    return build(text, model, q_net, overrides).double(), x
+    try:
+        method = build(text, model, q_net, overrides)
+    except UserError as error:  # an estimator that refuses this network says why, in one line
+        assert inference == "autoregressive" and "factorial" in str(error), error
+        pytest.skip(str(error))
+    return method.double(), x
 
 
 # --------------------------------------------------------------------------------------------

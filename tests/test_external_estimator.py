@@ -42,7 +42,7 @@ class ReinforceOptions:
 
 
 class Reinforce(Algorithm):
-    name = "reinforce"
+    name = "ext-reinforce"
     Options = ReinforceOptions
     presets = {"": {}, "same-rate": {"inference_lr_scale": 1.0}}
     paper_learning_rates = {"synthetic": 2e-4}
@@ -82,7 +82,7 @@ name = "reinforce-estimator"
 version = "0.1.0"
 
 [project.entry-points."nvil_bench.algorithms"]
-reinforce = "{MODULE}:Reinforce"
+ext-reinforce = "{MODULE}:Reinforce"
 
 [tool.setuptools]
 py-modules = ["{MODULE}"]
@@ -165,7 +165,7 @@ def check_record(run_dir: Path, module_file: Path, preset: str = "") -> dict:
     record = json.loads((run_dir / "record.json").read_text())
     assert record["status"] == "complete"
     algorithm = record["config"]["algorithm"]
-    assert algorithm["name"] == "reinforce" and algorithm["preset"] == preset
+    assert algorithm["name"] == "ext-reinforce" and algorithm["preset"] == preset
     assert algorithm["module"] == MODULE and algorithm["class"] == "Reinforce"
     assert Path(algorithm["file"]).resolve() == module_file.resolve()
     assert algorithm["source_sha256"] == hashlib.sha256(ESTIMATOR.encode()).hexdigest()
@@ -179,14 +179,14 @@ def test_external_estimator_joins_without_editing_the_suite(package):
 
     listed = bench(root, site, "list")
     assert listed.returncode == 0, listed.stderr
-    line = next(line for line in listed.stdout.splitlines() if line.split()[:1] == ["reinforce"])
+    line = next(line for line in listed.stdout.splitlines() if line.split()[:1] == ["ext-reinforce"])
     assert "REINFORCE" in line and "reinforce-estimator 0.1.0" in line
     assert "same-rate" in listed.stdout
 
     train = ["--model", "sbn:10", "--dataset", "synthetic", "--updates", "20",
              "--set", "eval_interval=10", "--set", "eval_examples=100", "--set",
              "test_examples=100", "--no-progress"]
-    by_entry_point = bench(root, site, "train", "--algorithm", "reinforce", *train,
+    by_entry_point = bench(root, site, "train", "--algorithm", "ext-reinforce", *train,
                            "--out", str(root / "run"))
     assert by_entry_point.returncode == 0, by_entry_point.stdout + by_entry_point.stderr
     check_record(root / "run", site / f"{MODULE}.py")
@@ -205,9 +205,9 @@ def test_external_estimator_joins_without_editing_the_suite(package):
     [record_path] = (root / "runs").rglob("record.json")
     check_record(record_path.parent, bare / f"{MODULE}.py", preset="same-rate")
 
-    check = bench(root, site, "check", "reinforce", "--steps", "50")
+    check = bench(root, site, "check", "ext-reinforce", "--steps", "50")
     assert check.returncode in (0, 1), check.stdout + check.stderr  # 1: a bias, not a crash
-    assert check.stdout.startswith("bias check: reinforce on sbn:2-3")
+    assert check.stdout.startswith("bias check: ext-reinforce on sbn:2-3")
     # exact enumeration has no sampling error: the unbiased estimator passes it
     exact = check.stdout.split("Monte Carlo z-test")[0]
     assert "exact enumeration: 1024 noise configurations" in exact and "BIAS" not in exact
@@ -215,11 +215,11 @@ def test_external_estimator_joins_without_editing_the_suite(package):
 
     # Benchmarked like the suite's own: one update of it on sbn:200 against sbn:200's yardstick.
     perf = bench(root, site, "perf", "--quick", "--repeats", "1", "--threads", "1", "--json",
-                 "--no-progress", "--only", "update reinforce sbn:200", "--out",
+                 "--no-progress", "--only", "update ext-reinforce sbn:200", "--out",
                  str(root / "perf"))
     assert perf.returncode == 0, perf.stdout + perf.stderr
     rows = [row for row in json.loads(perf.stdout)["benchmarks"]
-            if row["name"] == "update reinforce sbn:200"]
+            if row["name"] == "update ext-reinforce sbn:200"]
     assert len(rows) == 1 and rows[0]["ratio_to_yardstick"] > 0
 
     assert git_status() == before  # nothing in the suite's checkout was written
@@ -232,6 +232,6 @@ def test_external_estimator_that_fails_to_load_is_one_line(package, tmp_path):
     (broken / f"{MODULE}.py").write_text("raise RuntimeError('the estimator is broken')\n")
     listed = bench(root, broken, "list")
     assert listed.returncode == 1
-    line = next(line for line in listed.stdout.splitlines() if line.split()[:1] == ["reinforce"])
-    assert "entry point 'reinforce'" in line and "reinforce-estimator 0.1.0" in line
+    line = next(line for line in listed.stdout.splitlines() if line.split()[:1] == ["ext-reinforce"])
+    assert "entry point 'ext-reinforce'" in line and "reinforce-estimator 0.1.0" in line
     assert "failed to load: RuntimeError: the estimator is broken" in line
