@@ -60,16 +60,26 @@ class Budget:
     name: str
     settings: dict[str, Any]          # RunSpec fields
     note: str = ""
+    #: matched model evaluations: `updates`, `eval_interval` and `patience` are counted for an
+    #: estimator making one model evaluation per example; one making E trains 1/E as many updates
+    match_evaluations: bool = False
 
     @property
     def updates(self) -> int:
         return int(self.settings["updates"])
 
+    @property
+    def unit(self) -> str:
+        return "model evaluations per example" if self.match_evaluations else "updates"
+
     def describe(self) -> str:
         patience = self.settings.get("patience")
-        parts = [f"{self.updates:,} updates" if patience is None else
-                 f"until the validation bound has not improved for {int(patience):,} updates, at "
-                 f"most {self.updates:,} updates"]
+        parts = [f"{self.updates:,} {self.unit}" if patience is None else
+                 f"until the validation bound has not improved for {int(patience):,} {self.unit}, "
+                 f"at most {self.updates:,} {self.unit}"]
+        if self.match_evaluations:
+            parts[0] += (" (an estimator making E model evaluations per example trains 1/E as "
+                         "many updates)")
         if "eval_interval" in self.settings:
             parts.append(f"validation every {int(self.settings['eval_interval']):,}")
         if self.settings.get("eval_examples") is not None:
@@ -354,14 +364,19 @@ def _budgets(raw: dict, fail) -> dict[str, Budget]:
             raise fail(f"[budgets.{name}] must be a table")
         settings = dict(settings)
         note = settings.pop("note", "")
+        match = settings.pop("match_evaluations", False)
+        if not isinstance(match, bool):
+            raise fail(f"[budgets.{name}]: match_evaluations must be true or false")
         if "updates" not in settings:
             raise fail(f"[budgets.{name}] must set updates")
         for key, value in settings.items():
             if key not in SPEC_FIELDS or key in ("seed", "options"):
                 raise fail(f"[budgets.{name}]: {key!r} is not a run setting a budget may set "
-                           f"(valid: note and the RunSpec fields other than seed and options)")
+                           f"(valid: note, match_evaluations and the RunSpec fields other than seed "
+                           f"and options)")
             _check_type(key, value, f"[budgets.{name}]", fail)
-        budgets[name] = Budget(name=name, settings=settings, note=str(note))
+        budgets[name] = Budget(name=name, settings=settings, note=str(note),
+                               match_evaluations=match)
     return budgets
 
 
@@ -420,6 +435,8 @@ def expand(suite: Suite, budget: str | None = None, seeds: int = 1,
         for settings in base:
             values = {**settings, **chosen.settings, **(overrides or {}), "seed": seed}
             label = str(values.pop(LABEL, ""))
+            if chosen.match_evaluations:
+                values.update(_evaluation_matched(RunSpec(**values)))
             spec = RunSpec(**values)
             if seed == 0:  # what follows does not depend on the seed
                 cls, preset = algorithms.parse_name(spec.algorithm)
@@ -443,3 +460,19 @@ def expand(suite: Suite, budget: str | None = None, seeds: int = 1,
             seen_positions[position] = cell.run_name
             cells.append(cell)
     return cells
+
+
+def _evaluation_matched(spec: RunSpec) -> dict[str, int]:
+    """A matched-evaluations budget for one cell: its updates, validation interval and patience
+    divided by its estimator's model evaluations per example (at least 1 each)."""
+    import algorithms
+    from models import ModelSpec
+
+    cls, preset = algorithms.parse_name(spec.algorithm)
+    model, inference = ModelSpec.parse(spec.model, inference=spec.inference).build(1)
+    options = cls.resolve_options(preset, spec.options)
+    evaluations = cls(model, inference, options).evaluations_per_example(options)
+    scaled = {"updates": spec.updates, "eval_interval": spec.eval_interval}
+    if spec.patience is not None:
+        scaled["patience"] = spec.patience
+    return {key: max(1, round(value / evaluations)) for key, value in scaled.items()}

@@ -19,7 +19,7 @@ from bench.errors import UserError
 REPOSITORY = Path(__file__).resolve().parent.parent
 # The suites that regenerate the paper's tables and figure, and their cells.
 EXPECTED_CELLS = {"table1": 14, "table2": 8, "table3": 5, "figure1": 16, "quick": 2}
-OTHER_SUITES = {"protocol": 10, "protocol-docs": 10}
+OTHER_SUITES = {"protocol": 10, "protocol-docs": 10, "protocol-long": 2}
 FIGURE1_PRESETS = ["baseline+idb+vn", "baseline+idb", "baseline+vn", "idb+vn", "baseline", "idb",
                    "vn", "none"]
 
@@ -189,6 +189,28 @@ def test_a_good_fixture_loads(tmp_path):
     assert len(suites.expand(suite)) == 2
 
 
+def test_a_matched_evaluations_budget_divides_each_cell_by_its_estimator_cost(tmp_path):
+    """With match_evaluations the budget counts model evaluations per example: NVIL (one per
+    example) trains the budget's updates, wake-sleep (two) half of them, ARM on a two-layer SBN
+    (the trajectory and one antithetic branch per layer: three) a third; the validation interval
+    and the patience follow."""
+    text = GOOD.replace('[suite]', '[suite]\ndefault_budget = "matched"').replace(
+        'algorithm = ["nvil", "wake-sleep"]', 'algorithm = ["nvil", "wake-sleep", "arm"]') + (
+        "[budgets.matched]\nupdates = 600\neval_interval = 60\npatience = 120\n"
+        "match_evaluations = true\n")
+    suite = suites.load(write_suite(tmp_path, text))
+    budget = suite.budget("matched")
+    assert budget.match_evaluations and not suite.budget("smoke").match_evaluations
+    assert "600 model evaluations per example" in budget.describe()
+    trained = {c.spec.algorithm: (c.spec.updates, c.spec.eval_interval, c.spec.patience)
+               for c in suites.expand(suite)}
+    assert trained == {"nvil": (600, 60, 120), "wake-sleep": (300, 30, 60), "arm": (200, 20, 40)}
+    assert all(c.spec.updates == 5 for c in suites.expand(suite, "smoke"))
+    with pytest.raises(UserError, match="match_evaluations must be true or false"):
+        suites.load(write_suite(tmp_path, text.replace("match_evaluations = true",
+                                                       'match_evaluations = "yes"')))
+
+
 @pytest.mark.parametrize("text, problem", [
     ("[suite\ntitle = 1", "not valid TOML"),
     (GOOD + "\n[extra]\nx = 1\n", "unknown section"),
@@ -327,3 +349,22 @@ def test_protocol_docs_cells_stack_by_initial_scale():
                                       "SGD 3e-4, init 0.01", "SGD 1e-3, init 0.01"}
     # one group per initial scale
     assert stacked_groups([c.spec for c in cells], 16) == [list(range(8)), [8, 9]]
+
+
+def test_run_k_sets_the_importance_sampled_test_bound_of_every_cell(tmp_path, capsys):
+    """`bench run --k K` evaluates every cell's test set also with the K-sample importance-sampled
+    bound, records K, and the command written into the report names it."""
+    import json
+
+    path = write_suite(tmp_path, GOOD.replace('[suite]', '[suite]\ndefault_budget = "smoke"'))
+    status = main(["run", str(path), "--k", "7", "--no-progress", "--jobs", "1",
+                   "--runs-dir", str(tmp_path / "runs"), "--results-dir", str(tmp_path / "out")])
+    assert status == 0, capsys.readouterr()
+    records = [json.loads(p.read_text()) for p in (tmp_path / "runs").rglob("record.json")]
+    assert len(records) == 2
+    for record in records:
+        assert record["config"]["spec"]["test_iw_samples"] == 7
+        assert "iw" in json.dumps(record["metrics"])
+    assert "--k 7" in (tmp_path / "out" / "fixture" / "smoke" / "table.md").read_text()
+    assert main(["run", str(path), "--k", "-1"]) == 2
+    assert "--k must be 0" in capsys.readouterr().err

@@ -89,7 +89,7 @@ def _caption(table: Table) -> str:
     suite = table.suite
     budget = suite.budget(table.budget)
     text = (f"{suite.title}. {suite.description} Suite {suite.name}, budget {budget.name} "
-            f"({budget.updates:,} updates), {table.seeds} seed(s): mean ± sample standard "
+            f"({budget.updates:,} {budget.unit}), {table.seeds} seed(s): mean ± sample standard "
             f"deviation (n = seeds completed).")
     if table.has_paper:
         text += " Paper: the published number; Δ = ours − paper."

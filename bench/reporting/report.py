@@ -84,7 +84,7 @@ def write_report(suite: Suite, budget: str | None, runs_dir: Path, results_dir: 
         rows = figure_data(suite, results)
         atomic_write_text(out / "figure.csv", figure_csv(rows, command))
         draw_figure(suite, results, out / "figure.png",
-                    f"suite {suite.name}, budget {budget} ({chosen.updates:,} updates), "
+                    f"suite {suite.name}, budget {budget} ({chosen.updates:,} {chosen.unit}), "
                     f"seeds {seeds}", log_updates=suite.figure.log_updates(chosen.updates))
         files += [out / "figure.csv", out / "figure.png"]
     return Report(out, files, table, throughput, count_statuses(results))

@@ -49,6 +49,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--batch", type=int, default=16,
                         help="at most this many cells (of the same model, dataset and minibatch "
                              "size) trained as one batched computation (default 16; 1: one by one)")
+    parser.add_argument("--k", type=int, default=None, metavar="K",
+                        help="importance samples of the test bound reported beside the table's "
+                             "(default: the budget's test_iw_samples; 0: none); cells already "
+                             "complete keep the K they were evaluated with")
     add_run_options(parser)
     parser.set_defaults(func=run)
 
@@ -63,6 +67,8 @@ def command_line(args) -> str:
         parts += ["--batch", str(args.batch)]
     if args.threads is not None:
         parts += ["--threads", str(args.threads)]
+    if getattr(args, "k", None) is not None:
+        parts += ["--k", str(args.k)]
     for option, default in (("runs_dir", str(DEFAULT_RUNS_DIR)),
                             ("results_dir", str(DEFAULT_RESULTS_DIR)),
                             ("data_dir", None), ("device", None)):
@@ -159,7 +165,11 @@ def run(args) -> int:
     if args.batch < 1:
         raise UserError(f"--batch must be at least 1, got {args.batch}")
     check_compute_options(args)
-    overrides = {"device": args.device} if args.device else None
+    if args.k is not None and args.k < 0:
+        raise UserError(f"--k must be 0 (no importance-sampled bound) or more, got {args.k}")
+    overrides = {"device": args.device} if args.device else {}
+    if args.k is not None:
+        overrides["test_iw_samples"] = args.k
     cells = suites.expand(suite, budget.name, args.seeds, overrides)
     runs_dir = Path(args.runs_dir)
     pending = [c for c in cells if not record_is_complete(run_dir(runs_dir, suite, budget.name, c))]
