@@ -368,3 +368,25 @@ def test_run_k_sets_the_importance_sampled_test_bound_of_every_cell(tmp_path, ca
     assert "--k 7" in (tmp_path / "out" / "fixture" / "smoke" / "table.md").read_text()
     assert main(["run", str(path), "--k", "-1"]) == 2
     assert "--k must be 0" in capsys.readouterr().err
+
+
+def test_records_committed_with_the_report_count_as_done(tmp_path, capsys):
+    """A cell whose complete record lies in the report's records/ (committed; its run directory
+    and checkpoints gone, as on a fresh machine) is not trained again; the others are."""
+    import shutil
+
+    path = write_suite(tmp_path, GOOD.replace('[suite]', '[suite]\ndefault_budget = "smoke"'))
+    arguments = ["run", str(path), "--no-progress", "--jobs", "1", "--runs-dir",
+                 str(tmp_path / "runs"), "--results-dir", str(tmp_path / "out")]
+    assert main(arguments) == 0
+    copies = tmp_path / "out" / "fixture" / "smoke" / "records"
+    [kept, dropped] = sorted(copies.iterdir())
+    shutil.rmtree(tmp_path / "runs")
+    shutil.rmtree(dropped)
+    capsys.readouterr()
+    assert main(arguments) == 0
+    out = capsys.readouterr().out
+    assert "2 cells, 1 already done, 1 to run" in out
+    assert not (tmp_path / "runs" / "fixture" / "smoke" / kept.name).exists()
+    assert (tmp_path / "runs" / "fixture" / "smoke" / dropped.name / "record.json").exists()
+    assert (kept / "record.json").exists() and (dropped / "record.json").exists()

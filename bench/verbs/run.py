@@ -153,7 +153,7 @@ def run(args) -> int:
 
     from bench import suites
     from bench.errors import UserError
-    from bench.layout import run_dir
+    from bench.layout import copied_run_dir, run_dir
     from bench.reporting import METRIC_WORDS, note_text, write_report
     from bench.runs import record_is_complete
 
@@ -172,7 +172,15 @@ def run(args) -> int:
         overrides["test_iw_samples"] = args.k
     cells = suites.expand(suite, budget.name, args.seeds, overrides)
     runs_dir = Path(args.runs_dir)
-    pending = [c for c in cells if not record_is_complete(run_dir(runs_dir, suite, budget.name, c))]
+    results_dir = Path(args.results_dir)
+
+    def done(cell) -> bool:
+        # A record committed with the report counts as done: a suite too long for one sitting
+        # lands cell by cell, and the same command goes on with the rest on another machine.
+        return (record_is_complete(run_dir(runs_dir, suite, budget.name, cell))
+                or record_is_complete(copied_run_dir(results_dir, suite, budget.name, cell)))
+
+    pending = [c for c in cells if not done(c)]
     progress = not args.no_progress
     work = [(c, str(run_dir(runs_dir, suite, budget.name, c))) for c in pending]
     units = _units(work, args.batch) if pending else []
