@@ -1,5 +1,6 @@
-"""DisARM: ARM with the uniform integrated out given the pair (Dong, Mnih & Tucker, NeurIPS 2020,
-arXiv 2006.10680; authors' code google-research/disarm).
+"""DisARM: ARM with the uniform integrated out given the pair (Dong, Mnih & Tucker 2020).
+
+NeurIPS 2020, arXiv 2006.10680; authors' code google-research/disarm.
 
 For one layer with logits a and the antithetic pair b = [u < sigmoid(a)], b~ = [1 - u < sigmoid(a)]
 of algorithms/arm.py, DisARM is the conditional expectation of ARM's estimate given (b, b~)

@@ -39,13 +39,14 @@ from algorithms.arm import ARM
 from algorithms.base import Algorithm
 from algorithms.disarm import DisARM
 from algorithms.nvil import NVIL
+from algorithms.rws import RWS
 from algorithms.wake_sleep import WakeSleep
 from bench.errors import UserError, unknown_name
 
 ENTRY_POINT_GROUP = "nvil_bench.algorithms"
 #: the suite's own estimators; a new one in algorithms/ is added here
 BUILTIN: dict[str, type[Algorithm]] = {cls.name: cls for cls in (
-    NVIL, WakeSleep, ARM, DisARM,
+    NVIL, WakeSleep, RWS, ARM, DisARM,
 )}
 SYNTAX = "package.module:Class[:PRESET]"
 

@@ -90,7 +90,7 @@ def build(specs: RunSpec | list[RunSpec], data: datasets.Data | None = None, dat
     if data is None:
         data = datasets.load(first.dataset, first.split, data_dir=data_dir)
     if model_spec.data_kind != data.kind:
-        suggestion = "doc-sbn or doc-fdarn" if data.kind == "counts" else "sbn or fdarn"
+        suggestion = "doc-sbn or doc-fdarn" if data.kind == "counts" else "sbn, fdarn or nsbn"
         raise UserError(f"model {first.model} models {model_spec.data_kind} data but dataset "
                         f"{first.dataset} is {data.kind}: use {suggestion}")
     device = torch.device(first.device)

@@ -17,7 +17,7 @@ the order of `noise(...)`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -32,11 +32,15 @@ class BeliefNet(nn.Module):
     `prior_autoregressive` gives the top layer's prior connections between its units (fDARN);
     `visible` is 'bernoulli' (binary images) or 'multinomial' (bags of words). `generators` holds
     one generator per run for the initial weights (its length is the number of runs R).
+    `conditional_layer` builds the Bernoulli visible layer and the conditionals, called as
+    LogisticLayer is (models/mlp.py's MLPLogisticLayer for the nonlinear family); the prior is
+    always a LogisticLayer.
     """
 
     def __init__(self, latent_sizes: Sequence[int], num_features: int, visible: str = "bernoulli",
                  prior_autoregressive: bool = False, init_scale: float = 0.01,
-                 generators: Sequence = (None,), dtype=torch.float32):
+                 generators: Sequence = (None,), dtype=torch.float32,
+                 conditional_layer: Callable[..., nn.Module] = LogisticLayer):
         super().__init__()
         if visible not in ("bernoulli", "multinomial"):
             raise ValueError(f"unknown visible layer {visible!r}; valid: bernoulli, multinomial")
@@ -48,11 +52,11 @@ class BeliefNet(nn.Module):
                                    **common)
         # conditionals[i] is P(h^{i+1} | h^{i+2}) in the paper's 1-based names: h[i] given h[i+1].
         self.conditionals = nn.ModuleList(
-            LogisticLayer(below, above, **common)
+            conditional_layer(below, above, **common)
             for below, above in zip(self.latent_sizes[:-1], self.latent_sizes[1:], strict=True)
         )
         if visible == "bernoulli":
-            self.visible = LogisticLayer(num_features, self.latent_sizes[0], **common)
+            self.visible = conditional_layer(num_features, self.latent_sizes[0], **common)
         else:
             self.visible = SoftmaxLayer(num_features, self.latent_sizes[0], **common)
 
@@ -122,19 +126,21 @@ class InferenceNet(nn.Module):
     (the paper does not say how it initialised them). Random U of the factorial weights' scale
     (std 0.1 on MNIST) gave Q within-layer couplings as large as the data's own contribution to
     the logits, which plain SGD at the inference network's rate had not undone after 20,000
-    updates: autoregressive Q then lost to factorial Q on every Table 2 model (results/README.md)."""
+    updates: autoregressive Q then lost to factorial Q on every Table 2 model (results/README.md).
+    `conditional_layer` builds every layer, called as LogisticLayer is (BeliefNet)."""
 
     def __init__(self, num_features: int, latent_sizes: Sequence[int], autoregressive: bool = False,
                  input_mean: Tensor | None = None, init_scale: float = 0.01,
-                 generators: Sequence = (None,), dtype=torch.float32):
+                 generators: Sequence = (None,), dtype=torch.float32,
+                 conditional_layer: Callable[..., nn.Module] = LogisticLayer):
         super().__init__()
         self.latent_sizes = tuple(latent_sizes)  # bottom-up, as in BeliefNet
         self.num_features = num_features
         self.autoregressive = autoregressive
         contexts = (num_features,) + self.latent_sizes[:-1]
         self.layers = nn.ModuleList(
-            LogisticLayer(size, context, autoregressive=autoregressive, init_scale=init_scale,
-                          autoregressive_init_scale=0.0, generators=generators, dtype=dtype)
+            conditional_layer(size, context, autoregressive=autoregressive, init_scale=init_scale,
+                              autoregressive_init_scale=0.0, generators=generators, dtype=dtype)
             for size, context in zip(self.latent_sizes, contexts, strict=True)
         )
         mean = (torch.zeros(num_features, dtype=torch.float64) if input_mean is None

@@ -1,14 +1,23 @@
-"""Model specs: the strings users type ("sbn:200-200", "fdarn:500", "doc-sbn:50") and what they build."""
+"""Model specs: the strings users type ("sbn:200-200", "fdarn:500", "doc-sbn:50", "nsbn:200") and
+what they build.
+
+The nonlinear family (models/mlp.py) takes its deterministic layers after the latent sizes:
+FAMILY:SIZES[/HIDDEN][/ACTIVATION], e.g. "nsbn:200" (two hidden layers of 200 tanh units, the
+defaults), "nsbn:200/300-300", "nsbn:200/200-200/lrelu0.3" (DisARM's code's activation),
+"nsbn:3/4-4" (a tiny one for exact checks). The spec's name omits what equals the defaults."""
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from bench.errors import UserError, unknown_name
+from models import mlp
+from models.layers import LogisticLayer
 from models.networks import BeliefNet, InferenceNet
 
 # family -> (visible layer, autoregressive prior, at most one latent layer, data kind it models)
@@ -17,33 +26,56 @@ FAMILIES = {
     "fdarn": ("bernoulli", True, True, "binary"),
     "doc-sbn": ("multinomial", False, True, "counts"),
     "doc-fdarn": ("multinomial", True, True, "counts"),
+    "nsbn": ("bernoulli", False, False, "binary"),
 }
+# families whose conditionals are MLPs (models/mlp.py) -> default (hidden sizes, activation)
+DETERMINISTIC_LAYERS = {"nsbn": (mlp.DEFAULT_HIDDEN, mlp.DEFAULT_ACTIVATION)}
 INFERENCE_KINDS = ("factorial", "autoregressive")
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """A model family, its latent layer sizes deepest first (as in the paper's tables), and the
-    inference network's structure within each layer."""
+    inference network's structure within each layer. For the nonlinear family, `hidden` (the
+    deterministic layers' sizes, bottom-up) and `activation` of every conditional's MLP; empty
+    for the other families (and filled with the family's defaults when left empty)."""
 
     family: str
     layers: tuple[int, ...]
     inference: str = "factorial"
     init_scale: float = 0.01
+    hidden: tuple[int, ...] = ()
+    activation: str = ""
+
+    def __post_init__(self):
+        if self.family in DETERMINISTIC_LAYERS:
+            hidden, activation = DETERMINISTIC_LAYERS[self.family]
+            object.__setattr__(self, "hidden", tuple(self.hidden) or hidden)
+            object.__setattr__(self, "activation", self.activation or activation)
 
     @classmethod
     def parse(cls, text: str, **overrides) -> ModelSpec:
-        family, sep, sizes = text.strip().partition(":")
+        family, sep, rest = text.strip().partition(":")
         if family not in FAMILIES:
             raise unknown_name("model family", family, FAMILIES)
-        try:
-            layers = tuple(int(size) for size in sizes.split("-")) if sep else ()
-        except ValueError:
+        sizes, *extras = rest.split("/")
+        layers = _sizes(sizes) if sep else ()
+        hidden, activation = (), ""
+        if family in DETERMINISTIC_LAYERS and len(extras) <= 2:
+            for extra in extras:  # a size list is the hidden layers, a name the activation
+                if extra[:1].isdigit() and not hidden:
+                    hidden = _sizes(extra) or (0,)
+                elif extra and not extra[:1].isdigit() and not activation:
+                    activation = extra
+                else:
+                    layers = ()
+        elif extras:
             layers = ()
-        if not layers or min(layers) < 1:
+        if not layers or min(layers) < 1 or (hidden and min(hidden) < 1):
             raise UserError(f"malformed model spec {text!r}: write FAMILY:SIZES with sizes deepest "
-                            f"first, e.g. sbn:200, sbn:200-200-500, fdarn:500, doc-sbn:50")
-        spec = cls(family, layers, **overrides)
+                            f"first, e.g. sbn:200, sbn:200-200-500, fdarn:500, doc-sbn:50, or "
+                            f"nsbn:200[/HIDDEN][/ACTIVATION] as in nsbn:200/200-200/tanh")
+        spec = cls(family, layers, **overrides, hidden=hidden, activation=activation)
         spec.validate()
         return spec
 
@@ -54,10 +86,27 @@ class ModelSpec:
             raise UserError(f"{self.family} has one latent layer; got {self.name!r}")
         if self.inference not in INFERENCE_KINDS:
             raise unknown_name("inference network", self.inference, INFERENCE_KINDS)
+        if self.family in DETERMINISTIC_LAYERS:
+            try:
+                mlp.parse_activation(self.activation)
+            except ValueError as error:
+                raise UserError(f"model {self.name!r}: {error}") from None
+            if min(self.hidden) < 1:
+                raise UserError(f"model {self.name!r}: hidden layer sizes must be positive")
+        elif self.hidden or self.activation:
+            raise UserError(f"{self.family} has no deterministic layers; a nonlinear model is "
+                            f"nsbn:SIZES[/HIDDEN][/ACTIVATION], e.g. nsbn:200")
 
     @property
     def name(self) -> str:
-        return f"{self.family}:{'-'.join(map(str, self.layers))}"
+        name = f"{self.family}:{'-'.join(map(str, self.layers))}"
+        if self.family in DETERMINISTIC_LAYERS:
+            hidden, activation = DETERMINISTIC_LAYERS[self.family]
+            if self.hidden != hidden:
+                name += "/" + "-".join(map(str, self.hidden))
+            if self.activation != activation:
+                name += "/" + self.activation
+        return name
 
     @property
     def data_kind(self) -> str:
@@ -81,7 +130,8 @@ class ModelSpec:
         the data's marginals."""
         visible, prior_autoregressive, _, _ = FAMILIES[self.family]
         bottom_up = tuple(reversed(self.layers))
-        common = {"init_scale": self.init_scale, "generators": generators, "dtype": dtype}
+        common = {"init_scale": self.init_scale, "generators": generators, "dtype": dtype,
+                  "conditional_layer": self.conditional_layer()}
         model = BeliefNet(bottom_up, num_features, visible, prior_autoregressive, **common)
         mean = (None if feature_mean is None
                 else torch.as_tensor(np.asarray(feature_mean), dtype=torch.float64))
@@ -90,3 +140,19 @@ class ModelSpec:
         if mean is not None:
             model.init_visible_bias(mean)
         return model, inference
+
+    def conditional_layer(self):
+        """What builds the conditionals (and Q's layers): LogisticLayer, or for the nonlinear
+        family an MLPLogisticLayer with this spec's hidden sizes and activation."""
+        if self.family in DETERMINISTIC_LAYERS:
+            return functools.partial(mlp.MLPLogisticLayer, hidden=self.hidden,
+                                     activation=self.activation)
+        return LogisticLayer
+
+
+def _sizes(text: str) -> tuple[int, ...]:
+    """"200-200" -> (200, 200); () if malformed."""
+    try:
+        return tuple(int(size) for size in text.split("-"))
+    except ValueError:
+        return ()

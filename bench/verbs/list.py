@@ -16,6 +16,7 @@ def run(args) -> int:
     import datasets
     from algorithms import registry
     from models import FAMILIES
+    from models.specs import DETERMINISTIC_LAYERS
 
     status = 0
     print(f"algorithms (use NAME or NAME:PRESET, or any estimator class as {registry.SYNTAX}):")
@@ -40,6 +41,10 @@ def run(args) -> int:
     for family, (visible, autoregressive, single, kind) in FAMILIES.items():
         prior = "autoregressive prior" if autoregressive else "factorial prior"
         layers = "one latent layer" if single else "any number of latent layers"
+        if family in DETERMINISTIC_LAYERS:
+            hidden, activation = DETERMINISTIC_LAYERS[family]
+            layers += (f"; conditionals are MLPs: {family}:SIZES[/HIDDEN][/ACTIVATION], default "
+                       f"{'-'.join(map(str, hidden))} {activation}")
         print(f"  {family:<12} {visible} visibles, {prior}, {layers}; data: {kind}")
     print("datasets:")
     for name in datasets.names():
