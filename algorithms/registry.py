@@ -4,7 +4,7 @@ any importable class by its module path. Nothing outside an estimator's module n
 The names `--algorithm`, suite files (`algorithm = ...`), `python -m bench check` and
 `RunSpec.algorithm` accept:
 
-    NAME[:PRESET]                    a short name: the suite's own (`BUILTIN`: nvil, wake-sleep) or
+    NAME[:PRESET]                    a short name: the suite's own (`BUILTIN`: nvil, wake-sleep, reinforce, rws, rloo, vimco, arm, disarm, ...) or
                                      an entry point of group `nvil_bench.algorithms` of an
                                      installed package, e.g. `nvil`, `nvil:none`, `my-estimator:k1`
     package.module:Class[:PRESET]    any importable `Algorithm` subclass, registered nowhere,
@@ -39,14 +39,17 @@ from algorithms.arm import ARM
 from algorithms.base import Algorithm
 from algorithms.disarm import DisARM
 from algorithms.nvil import NVIL
+from algorithms.reinforce import Reinforce
+from algorithms.rloo import RLOO
 from algorithms.rws import RWS
+from algorithms.vimco import VIMCO
 from algorithms.wake_sleep import WakeSleep
 from bench.errors import UserError, unknown_name
 
 ENTRY_POINT_GROUP = "nvil_bench.algorithms"
 #: the suite's own estimators; a new one in algorithms/ is added here
 BUILTIN: dict[str, type[Algorithm]] = {cls.name: cls for cls in (
-    NVIL, WakeSleep, RWS, ARM, DisARM,
+    NVIL, WakeSleep, Reinforce, RWS, RLOO, VIMCO, ARM, DisARM,
 )}
 SYNTAX = "package.module:Class[:PRESET]"
 

@@ -191,7 +191,11 @@ class _LogisticLogProb(torch.autograd.Function):
 
 
 def stacked_normal(generators: Sequence, shape: tuple, scale: float, dtype) -> Tensor:
-    """One (shape) draw of N(0, scale^2) per run, each from that run's generator, stacked (R, ...)."""
+    """One (shape) draw of N(0, scale^2) per run, each from that run's generator, stacked (R, ...).
+    Runs without generators (the bias check's thousands of copies, overwritten at once) draw in
+    one call from the global generator."""
+    if all(g is None for g in generators):
+        return torch.randn((len(generators), *shape), dtype=dtype) * scale
     return torch.stack([torch.randn(shape, generator=g, dtype=dtype) * scale for g in generators])
 
 
