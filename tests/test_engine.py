@@ -96,6 +96,10 @@ def max_difference(left: dict, right: dict) -> float:
 def test_stacked_runs_follow_their_lone_trajectories(tmp_path, name, texts, model, inference,
                                                      kind, optimizer):
     data = fake_data(kind)
+    if optimizer == "adam" and model != FAMILIES[0][0] and name != "nvil":
+        # Adam's step is the engine's, not the estimator's: every family with one estimator,
+        # every estimator on one family (the time CI can spend here is bounded)
+        pytest.skip("Adam on the other families is covered by nvil")
     if (model, optimizer) != ("sbn:6-5", "sgd"):
         texts = texts[:3]  # all presets (Figure 1's eight for NVIL) on the first family only
     specs = specs_for(texts, model, inference, optimizer)
@@ -157,6 +161,9 @@ def test_sgd_steps_taken_in_the_backward_pass_are_plain_sgd(tmp_path, monkeypatc
 
     import bench.optim
 
+    if name != "nvil" and model not in (FAMILIES[0][0], "doc-sbn:4"):
+        pytest.skip("the closed-form backwards of every family are covered by nvil; the other "
+                    "estimators' surrogates on a binary and a document model")
     data = fake_data(kind)
     specs = specs_for([name] * 3, model, inference, "sgd")
     if refused(specs[0]):

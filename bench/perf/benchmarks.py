@@ -47,6 +47,7 @@ values of the data, only on its shape.
 
 from __future__ import annotations
 
+import functools
 import statistics
 import time
 from collections.abc import Callable
@@ -59,6 +60,7 @@ import torch
 
 import algorithms
 import datasets
+from bench.errors import UserError
 from bench.perf.yardstick import YARDSTICKS
 from bench.specs import RunSpec
 from datasets._data import column_mean
@@ -459,20 +461,34 @@ def yardsticks_for(candidates: list[Benchmark], device: str = "cpu",
             for name in names]
 
 
+@functools.cache
+def supports(algorithm: str, model: str | Architecture) -> bool:
+    """Whether the estimator accepts the architecture's networks (one that needs factorial
+    inference networks refuses an autoregressive one): built once on one input feature."""
+    arch = architecture(model)
+    cls, preset = algorithms.parse_name(algorithm)
+    networks = arch.spec.build(1)
+    try:
+        cls(*networks, cls.resolve_options(preset))
+    except UserError:
+        return False
+    return True
+
+
 def benchmark_factories(device: str = "cpu", evaluation_examples: int = 5,
                         data: dict | None = None) -> dict[str, Callable[[], Benchmark]]:
     """Name -> a function building that benchmark, for every benchmark of all_benchmarks, in its
-    order."""
+    order: every registered estimator on every architecture it accepts."""
     data = data if data is not None else {kind: random_data(kind) for kind in ("binary", "counts")}
     found: dict[str, Callable[[], Benchmark]] = {}
-    for arch in ARCHITECTURES:
-        for name in algorithms.REGISTRY:
-            found[update_name(name, arch)] = (
-                lambda n=name, a=arch: update_benchmark(n, a, device, data[a.data_kind]))
-    for arch in ARCHITECTURES:
-        for name in algorithms.REGISTRY:
-            found[batched_name(name, arch, BATCHED_RUNS)] = (
-                lambda n=name, a=arch: batched_update_benchmark(n, a, device, data[a.data_kind]))
+    pairs = [(arch, name) for arch in ARCHITECTURES for name in algorithms.REGISTRY
+             if supports(name, arch)]
+    for arch, name in pairs:
+        found[update_name(name, arch)] = (
+            lambda n=name, a=arch: update_benchmark(n, a, device, data[a.data_kind]))
+    for arch, name in pairs:
+        found[batched_name(name, arch, BATCHED_RUNS)] = (
+            lambda n=name, a=arch: batched_update_benchmark(n, a, device, data[a.data_kind]))
     # What the matrix products alone allow, for one run and for a batch of runs.
     for arch in ARCHITECTURES:
         for runs in (1, BATCHED_RUNS):

@@ -150,6 +150,8 @@ ARCHITECTURE_IDS = [a.name.replace(" (inference=autoregressive)", "+autoregressi
 @pytest.mark.parametrize("model", benchmarks.ARCHITECTURES, ids=ARCHITECTURE_IDS)
 @pytest.mark.parametrize("algorithm", list(algorithms.REGISTRY))
 def test_update(benchmark, against_yardstick, random_data, algorithm, model):
+    if not benchmarks.supports(algorithm, model):
+        pytest.skip(f"{algorithm} does not accept {model.name}")
     candidate = benchmarks.update_benchmark(algorithm, model, DEVICE,
                                             random_data[model.data_kind])
     benchmark.group = f"update {model.name}"
