@@ -92,6 +92,9 @@ class Algorithm(nn.Module):
     #: the tiny model the bias check uses unless told otherwise: an estimator drawing K samples
     #: per example may name a smaller one, so that one update's binary draws stay enumerable
     check_model: ClassVar[str] = "sbn:2-3"
+    #: why the exact check cannot enumerate this estimator's noise (uniforms used continuously,
+    #: as a relaxation does); empty: it can. Saves building thousands of copies to find out.
+    not_enumerable: ClassVar[str] = ""
 
     def __init__(self, model: nn.Module, inference: nn.Module, options, generators=None):
         super().__init__()

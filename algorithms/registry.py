@@ -39,7 +39,9 @@ from algorithms.arm import ARM
 from algorithms.base import Algorithm
 from algorithms.disarm import DisARM
 from algorithms.nvil import NVIL
+from algorithms.rebar import REBAR
 from algorithms.reinforce import Reinforce
+from algorithms.relax import RELAX
 from algorithms.rloo import RLOO
 from algorithms.rws import RWS
 from algorithms.vimco import VIMCO
@@ -49,7 +51,7 @@ from bench.errors import UserError, unknown_name
 ENTRY_POINT_GROUP = "nvil_bench.algorithms"
 #: the suite's own estimators; a new one in algorithms/ is added here
 BUILTIN: dict[str, type[Algorithm]] = {cls.name: cls for cls in (
-    NVIL, WakeSleep, Reinforce, RWS, RLOO, VIMCO, ARM, DisARM,
+    NVIL, WakeSleep, Reinforce, RWS, RLOO, VIMCO, ARM, DisARM, REBAR, RELAX,
 )}
 SYNTAX = "package.module:Class[:PRESET]"
 

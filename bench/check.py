@@ -188,6 +188,8 @@ def exact_expected_update(method, spec_text: str, num_features: int, inference: 
     """E[-grad loss_g] for each of the checked groups, by enumerating every configuration of one
     update's noise (binary draws; the intervals of antithetic pairs): (expected {group:
     [tensors]}, number of configurations), or (None, reason) when it cannot be enumerated."""
+    if method.not_enumerable:
+        return None, method.not_enumerable
     request = method.noise(x)
     leaves = _enumerated_values(request)
     if leaves is None:
