@@ -72,7 +72,8 @@ def test_registry_short_names_and_presets():
     assert parse_name("nvil") == (NVIL, "")
     assert parse_name("nvil:none") == (NVIL, "none")
     assert parse_name("wake-sleep") == (WakeSleep, "")
-    assert list(REGISTRY) == ["nvil", "wake-sleep"] and REGISTRY["nvil"] is NVIL
+    assert list(REGISTRY) == ["nvil", "wake-sleep", "reinforce", "rws", "rloo", "vimco", "arm",
+                              "disarm", "rebar", "relax"] and REGISTRY["nvil"] is NVIL
     assert registry.split("nvil:baseline+idb") == ("nvil", "baseline+idb")
 
 

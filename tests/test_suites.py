@@ -19,7 +19,7 @@ from bench.errors import UserError
 REPOSITORY = Path(__file__).resolve().parent.parent
 # The suites that regenerate the paper's tables and figure, and their cells.
 EXPECTED_CELLS = {"table1": 14, "table2": 8, "table3": 5, "figure1": 16, "quick": 2}
-OTHER_SUITES = {"protocol": 10, "protocol-docs": 10, "protocol-long": 2}
+OTHER_SUITES = {"protocol": 10, "protocol-docs": 10, "protocol-long": 2, "estimators": 30}
 FIGURE1_PRESETS = ["baseline+idb+vn", "baseline+idb", "baseline+vn", "idb+vn", "baseline", "idb",
                    "vn", "none"]
 
@@ -390,3 +390,18 @@ def test_records_committed_with_the_report_count_as_done(tmp_path, capsys):
     assert not (tmp_path / "runs" / "fixture" / "smoke" / kept.name).exists()
     assert (tmp_path / "runs" / "fixture" / "smoke" / dropped.name / "record.json").exists()
     assert (kept / "record.json").exists() and (dropped / "record.json").exists()
+
+
+def test_the_estimators_suite_compares_at_matched_updates_and_matched_evaluations():
+    suite = suites.load("estimators")
+    models = {c.spec.model for c in suites.expand(suite, "short")}
+    assert models == {"sbn:200", "sbn:200-200", "nsbn:200"}
+    assert all(c.spec.updates == 10_000 for c in suites.expand(suite, "short"))
+    matched = {(c.spec.algorithm, c.spec.model): c.spec.updates
+               for c in suites.expand(suite, "short-matched")}
+    assert matched[("nvil", "sbn:200")] == matched[("reinforce", "sbn:200")] == 10_000
+    assert matched[("wake-sleep", "sbn:200")] == 5_000
+    assert matched[("vimco", "sbn:200")] == 2_000                  # K = 5
+    assert matched[("rloo", "sbn:200")] == 2_500                   # K = 4
+    assert matched[("arm", "sbn:200-200")] == round(10_000 / 3)   # trajectory + 2 branches
+    assert all(c.spec.test_iw_samples == 1_000 for c in suites.expand(suite, "short"))

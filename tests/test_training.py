@@ -167,12 +167,12 @@ def test_eval_adds_an_importance_sampled_bound_without_retraining(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--algorithm", "nosuch"], "valid algorithms: nvil, wake-sleep"),
+    (["--algorithm", "nosuch"], "valid algorithms: arm, disarm, nvil, rebar, reinforce, relax, rloo, rws, vimco, wake-sleep"),
     (["--algorithm", "nvil:nosuch"], "valid presets of nvil"),
     (["--model", "xyz:3"], "unknown model family 'xyz'"),
     (["--model", "sbn:"], "malformed model spec"),
     (["--dataset", "nosuch"], "valid datasets"),
-    (["--model", "doc-sbn:5"], "use sbn or fdarn"),
+    (["--model", "doc-sbn:5"], "use sbn, fdarn or nsbn"),
     (["--set", "nosuch=1"], "valid options of nvil"),
     (["--set", "optimizer=rmsprop"], "valid optimizers: adam, sgd"),
     (["--set", "smoothing"], "malformed --set"),
