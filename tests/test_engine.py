@@ -1,6 +1,7 @@
 """The one engine: R runs stacked in one computation follow, up to rounding, the trajectories
-they follow alone, for every registered estimator and preset and every model family, with SGD and
-with Adam, in float64 through the real training loop (bench/training.py, RunGroup). Since the
+they follow alone, in float64 through the real training loop (bench/training.py, RunGroup): nvil
+and wake-sleep on every model family with SGD and with Adam, every other registered estimator
+(each preset group) on an SBN with both, on fDARN and on a document model. Since the
 estimators pass the exact-enumeration tests alone (tests/test_algorithms.py), so do the stacked
 runs. Also: runs with different budgets, and the group's bookkeeping per run."""
 
