@@ -80,13 +80,6 @@ class ARM(Algorithm):
                             f"flip of a layer is defined for independent units); use "
                             f"--inference factorial")
 
-    def parameter_groups(self):
-        return {"model": list(self.model.parameters()),
-                "inference": list(self.inference.parameters())}
-
-    def learning_rate_scales(self, options):
-        return {"model": 1.0, "inference": options.inference_lr_scale}
-
     def evaluations_per_example(self, options) -> float:
         return 1.0 + len(self.model.latent_sizes)  # the trajectory and one branch per layer
 

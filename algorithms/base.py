@@ -8,8 +8,11 @@ estimator's state_dict. It is written once, over tensors with leading run (and s
 a lone run is R = 1.
 
     parameter_groups() -> {group: [parameters]}         e.g. "model", "inference", "baseline"
+                                                        (default: "model" and "inference")
     learning_rate_scales(options) -> {group: float}     one run's rate of each group relative to
-                                                        its base rate (a group left out: rate 0)
+                                                        its base rate (a group left out: rate 0;
+                                                        default: 1, the inference network at
+                                                        options.inference_lr_scale)
     noise(x) -> {name: [Noise]}                         the random numbers one update needs
     step(x, noise) -> StepResult                        one update of every run
 
@@ -132,10 +135,17 @@ class Algorithm(nn.Module):
 
     # -- the contract -------------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        raise NotImplementedError
+        """By default the model's and the inference network's parameters; an estimator with
+        parameters of its own (baselines, control variates) adds its groups."""
+        return {"model": list(self.model.parameters()),
+                "inference": list(self.inference.parameters())}
 
     def learning_rate_scales(self, options) -> dict[str, float]:
-        return {group: 1.0 for group in self.parameter_groups()}
+        """By default the model at rate 1, the inference network at the options'
+        `inference_lr_scale` (1 if they have none), any other group at 1."""
+        scales = {group: 1.0 for group in self.parameter_groups()}
+        scales["inference"] = float(getattr(options, "inference_lr_scale", 1.0))
+        return scales
 
     def evaluations_per_example(self, options) -> float:
         return 1.0

@@ -49,13 +49,6 @@ class Reinforce(Algorithm):
     structural_options = ()
     paper_learning_rates = {"mnist": 3e-4, "synthetic": 3e-4}  # §4.1 (Figure 1 uses one rate)
 
-    def parameter_groups(self):
-        return {"model": list(self.model.parameters()),
-                "inference": list(self.inference.parameters())}
-
-    def learning_rate_scales(self, options):
-        return {"model": 1.0, "inference": options.inference_lr_scale}
-
     def noise(self, x):
         return {"q": self.inference.noise(x.shape[-2])}
 

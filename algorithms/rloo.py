@@ -80,13 +80,6 @@ class RLOO(Algorithm):
         super().__init__(model, inference, options, generators)
         self.num_samples = self.options[0].num_samples
 
-    def parameter_groups(self):
-        return {"model": list(self.model.parameters()),
-                "inference": list(self.inference.parameters())}
-
-    def learning_rate_scales(self, options):
-        return {"model": 1.0, "inference": options.inference_lr_scale}
-
     def evaluations_per_example(self, options) -> float:
         return float(options.num_samples)
 

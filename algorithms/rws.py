@@ -138,13 +138,6 @@ class RWS(Algorithm):
         dtype = model.prior.bias.dtype
         self.register_buffer("wake_weight", self.option_column("wake_q", dtype), persistent=False)
 
-    def parameter_groups(self):
-        return {"model": list(self.model.parameters()),
-                "inference": list(self.inference.parameters())}
-
-    def learning_rate_scales(self, options):
-        return {"model": 1.0, "inference": options.inference_lr_scale}
-
     def evaluations_per_example(self, options) -> float:
         return float(options.num_samples + (1 if options.sleep_q else 0))
 

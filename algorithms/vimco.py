@@ -122,13 +122,6 @@ class VIMCO(Algorithm):
         self.register_buffer("geometric", torch.tensor(geometric).view(-1, 1, 1),
                              persistent=False)
 
-    def parameter_groups(self):
-        return {"model": list(self.model.parameters()),
-                "inference": list(self.inference.parameters())}
-
-    def learning_rate_scales(self, options):
-        return {"model": 1.0, "inference": options.inference_lr_scale}
-
     def evaluations_per_example(self, options) -> float:
         return float(options.num_samples)
 

@@ -39,13 +39,6 @@ class WakeSleep(Algorithm):
     structural_options = ()
     paper_learning_rates = {"mnist": 1e-4, "synthetic": 1e-4}  # §4.1; synthetic as MNIST
 
-    def parameter_groups(self):
-        return {"model": list(self.model.parameters()),
-                "inference": list(self.inference.parameters())}
-
-    def learning_rate_scales(self, options):
-        return {"model": 1.0, "inference": options.inference_lr_scale}
-
     def evaluations_per_example(self, options) -> float:
         return 2.0  # log P(x, h) on the wake sample, one ancestral pass for the fantasy
 
