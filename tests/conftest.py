@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -22,3 +23,13 @@ def data_mirror() -> str:
     if not mirror or not os.path.isdir(mirror):
         pytest.skip("real data tests need BENCH_DATA_MIRROR (a directory laid out like ../shared/data)")
     return mirror
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny float64 ops run fastest (and steadiest on a loaded machine) on one thread: modules of
+    such tests use it with `pytestmark = pytest.mark.usefixtures("single_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

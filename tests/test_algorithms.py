@@ -28,13 +28,7 @@ from models.noise import draw as draw_noise
 BATCH = 50  # examples per step in the statistical tests: more samples per step at the same cost
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny float64 ops run fastest (and steadiest on a loaded machine) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def all_algorithm_texts():

@@ -15,13 +15,7 @@ from bench.check import draw_step, run_bias_check, tiny_problem
 from bench.errors import UserError
 from models.noise import antithetic_bernoulli, enumerating, uniform
 
-
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def exact_report(cls, text, spec, steps=2):

@@ -32,12 +32,7 @@ from models.noise import draw as draw_noise
 TINY = "nsbn:3/4-4"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def all_binary(num_units: int) -> torch.Tensor:

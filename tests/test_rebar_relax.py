@@ -45,12 +45,7 @@ EXACT = 1e-6          # relative error of an integrated update that counts as ex
 SMOOTH_RELAX = {"cv_hidden": 6, "activation": "tanh"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 # --------------------------------------------------------------------------------------------

@@ -21,13 +21,7 @@ from models.noise import draw as draw_noise
 TEXT = "algorithms.rws:RWS"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny float64 ops run fastest (and steadiest on a loaded machine) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def text(preset: str) -> str:

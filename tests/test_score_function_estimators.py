@@ -36,13 +36,7 @@ PATHS = {Reinforce: "algorithms.reinforce:Reinforce", RLOO: "algorithms.rloo:RLO
 EXACT_TOLERANCE = 1e-10
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """Tiny float64 ops run fastest (and steadiest on a loaded machine) on one thread."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(autouse=True, scope="module")
