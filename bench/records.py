@@ -32,13 +32,14 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 
 
 def code_version() -> dict:
-    """The git commit of the suite and whether the working tree has uncommitted changes."""
+    """The git commit of the suite and whether the working tree has uncommitted changes outside
+    results/ (which a run itself writes: reports and copied records are not code)."""
     def git(*args):
         return subprocess.run(["git", *args], cwd=REPOSITORY, capture_output=True, text=True,
                               timeout=10)
     try:
         commit = git("rev-parse", "HEAD")
-        status = git("status", "--porcelain", "--untracked-files=no")
+        status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":!results")
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     if commit.returncode != 0:
