@@ -24,6 +24,7 @@ VERB_MODULES = [
     "bench.verbs.run",
     "bench.verbs.report",
     "bench.verbs.perf",
+    "bench.verbs.variance",
 ]
 
 

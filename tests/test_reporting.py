@@ -249,6 +249,7 @@ def test_figure_png_and_data(tmp_path):
                                     seeds=2)
     out = tmp_path / "results" / "figure1" / BUDGET
     assert (out / "figure.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "figure_seconds.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     data = pd.read_csv(out / "figure.csv")
     assert set(data["panel"]) == {"SBN 200", "SBN 200-200"}
     assert data.groupby("panel")["line"].nunique().to_dict() == {"SBN 200": 8, "SBN 200-200": 7}
@@ -399,3 +400,13 @@ def test_tables_show_the_importance_sampled_bound_beside_the_papers(tmp_path):
     assert nvil["updates_trained"] == "1000 1001"
     ws = _row(table, "SBN", "200", "WS")
     assert math.isnan(ws["importance_sampled"]) and "IS" not in ws["display"]
+
+
+def test_seconds_per_update_comes_from_the_record():
+    from bench.reporting.figure import seconds_per_update
+
+    cell = suites.expand(suites.load("figure1"), BUDGET)[0]
+    assert seconds_per_update(reporting.CellResult(
+        cell, "complete", {"train_time_s": 30.0, "updates": 1200})) == 30.0 / 1200
+    assert seconds_per_update(reporting.CellResult(cell, "complete", {"updates": 1200})) is None
+    assert seconds_per_update(reporting.CellResult(cell, "not run")) is None

@@ -11,6 +11,7 @@ its tables), and writes to `<results_dir>/<suite>/<budget>/`:
                                      named as such, with the reason in a note
     throughput.md, throughput.csv    updates/s and examples/s per algorithm and model
     figure.png, figure.csv           the validation bound against updates (suites with [figure])
+    figure_seconds.png               the same against training seconds
     records/<run name>/              a copy of each record.json and curve.csv (never checkpoints)
 
 Every file states the suite, the budget, the number of seeds, the bound and the command.
@@ -23,7 +24,7 @@ One module per concern:
     table.py       the table built from cell results and the paper's numbers
     render.py      the table as Markdown, CSV and LaTeX
     throughput.py  the throughput table
-    figure.py      the figure (validation bound against updates) and its CSV
+    figure.py      the figure (validation bound against updates or seconds) and its CSV
     header.py      the statement every file opens with, and the commands that remake it
     copies.py      records and curves copied into the report
     report.py      write_report: all of the above, for one suite and budget

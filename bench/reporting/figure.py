@@ -1,6 +1,11 @@
 """The figure of a suite with a [figure] section (Figure 1 of the paper): the validation bound
 against updates, one panel per value of `panels`, one line per value of `lines`, the mean over
-seeds with a band spanning them; and the same points as tidy CSV."""
+seeds with a band spanning them; and the same points as tidy CSV.
+
+The same figure against training seconds (`x="seconds"`, figure_seconds.png) places each
+validation point at update u at u times the run's mean training seconds per update
+(record: train_time_s / updates). Curves hold no clock readings, so that a resumed run's curve is
+the uninterrupted one's; throughput is steady within a run, which makes the placement close."""
 
 from __future__ import annotations
 
@@ -51,8 +56,17 @@ def figure_csv(rows: list[dict], command: str) -> str:
     return stream.getvalue()
 
 
+def seconds_per_update(result: CellResult) -> float | None:
+    """The run's mean training seconds per update, from its record (None: not recorded)."""
+    record = result.record or {}
+    seconds, updates = record.get("train_time_s"), record.get("updates")
+    if not seconds or not updates:
+        return None
+    return float(seconds) / float(updates)
+
+
 def draw_figure(suite: Suite, results: list[CellResult], path: Path, subtitle: str,
-                log_updates: bool = False) -> None:
+                log_updates: bool = False, x: str = "updates") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -69,6 +83,8 @@ def draw_figure(suite: Suite, results: list[CellResult], path: Path, subtitle: s
             mine = [r for r in results if r.cell.index(figure.panels) == panel
                     and r.cell.index(figure.lines) == line]
             label = figure.line_labels.get(line, line)
+            if x == "seconds":  # each run's own clock: the band is drawn per run, not over seeds
+                mine = [r for r in mine if seconds_per_update(r) is not None]
             curves = [read_curve(r.curve_path) for r in mine if r.curve_path is not None]
             if not curves:
                 statuses = sorted({r.status for r in mine}) or ["not run"]
@@ -79,6 +95,10 @@ def draw_figure(suite: Suite, results: list[CellResult], path: Path, subtitle: s
             values = [[next(p["valid_bound"] for p in c if p["update"] == u) for c in curves]
                       for u in shared]
             mean = [statistics.fmean(v) for v in values]
+            if x == "seconds":  # the mean run's seconds per update places the mean curve
+                rate = statistics.fmean(seconds_per_update(r) for r in mine
+                                        if r.curve_path is not None)
+                shared = [u * rate for u in shared]
             later += [value for v in values[1:] for value in v if math.isfinite(value)]
             suffix = "" if len(curves) == 1 else f" (mean of {len(curves)})"
             diverged = any(r.status == "diverged" for r in mine)
@@ -91,15 +111,20 @@ def draw_figure(suite: Suite, results: list[CellResult], path: Path, subtitle: s
             low, high = min(later), max(later)
             axis.set_ylim(bottom=low - 0.1 * max(high - low, 1.0))
         axis.set_title(figure.panel_labels.get(panel, panel))
+        quantity = ("training seconds (update x the run's mean seconds per update)"
+                    if x == "seconds" else "parameter updates")
         if log_updates:  # the first point, update 0, has no place on it
             axis.set_xscale("log")
-            axis.set_xlabel("parameter updates (log scale)")
+            axis.set_xlabel(f"{quantity} (log scale)")
         else:
-            axis.set_xlabel("parameter updates")
+            axis.set_xlabel(quantity)
         axis.set_ylabel("validation bound (nats, 10-sample ELBO)")
         axis.grid(alpha=0.3)
         axis.legend(fontsize="small")
-    fig.suptitle(f"{figure.title or suite.title}\n{subtitle}", fontsize="medium")
+    title = figure.title or suite.title
+    if x == "seconds":
+        title = title.replace("against updates", "against training seconds")
+    fig.suptitle(f"{title}\n{subtitle}", fontsize="medium")
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=120)

@@ -86,5 +86,8 @@ def write_report(suite: Suite, budget: str | None, runs_dir: Path, results_dir: 
         draw_figure(suite, results, out / "figure.png",
                     f"suite {suite.name}, budget {budget} ({chosen.updates:,} {chosen.unit}), "
                     f"seeds {seeds}", log_updates=suite.figure.log_updates(chosen.updates))
-        files += [out / "figure.csv", out / "figure.png"]
+        draw_figure(suite, results, out / "figure_seconds.png",
+                    f"suite {suite.name}, budget {budget}, seeds {seeds}; one thread per run "
+                    f"unless the records say otherwise", x="seconds")
+        files += [out / "figure.csv", out / "figure.png", out / "figure_seconds.png"]
     return Report(out, files, table, throughput, count_statuses(results))
