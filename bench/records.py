@@ -94,3 +94,14 @@ def find_metric(record: dict, split: str, bound: str, k: int | None = None) -> d
         if entry["split"] == split and entry["bound"] == bound and (k is None or entry["k"] == k):
             return entry
     return None
+
+
+def spec_of_record(record: dict, run_dir: Path):
+    """The RunSpec a record was trained with; a record of another version is a UserError."""
+    from bench.specs import RunSpec
+
+    try:
+        return RunSpec(**record["config"]["spec"])
+    except (TypeError, KeyError) as error:
+        raise UserError(f"{run_dir} was trained by another version of the suite ({error}); "
+                        f"train it again") from None

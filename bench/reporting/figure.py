@@ -125,9 +125,17 @@ def draw_figure(suite: Suite, results: list[CellResult], path: Path, subtitle: s
     if x == "seconds":
         title = title.replace("against updates", "against training seconds")
     fig.suptitle(f"{title}\n{subtitle}", fontsize="medium")
+    save_png(fig, path, dpi=120)
+
+
+def save_png(fig, path: Path, dpi: int) -> None:
+    """Write a matplotlib figure as PNG atomically (a reader never sees half a file), and close
+    it."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=120)
+    fig.savefig(buffer, format="png", dpi=dpi)
     plt.close(fig)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")

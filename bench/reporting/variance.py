@@ -17,6 +17,7 @@ import math
 from pathlib import Path
 
 from bench.io import atomic_write_text
+from bench.reporting.figure import save_png
 
 FIELDS = ["model", "dataset", "along", "estimator", "update", "group", "parameters",
           "replicates", "variance", "snr", "mean_norm", "bound", "bias", "bias_se", "cosine",
@@ -123,15 +124,7 @@ def draw_variance(rows: list[dict], path: Path, subtitle: str) -> None:
             axis.grid(alpha=0.3)
             axis.legend(fontsize="x-small")
     fig.suptitle(f"Gradient variance along one trajectory\n{subtitle}", fontsize="medium")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110)
-    plt.close(fig)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buffer.getvalue())
-    tmp.replace(path)
-
+    save_png(fig, path, dpi=110)
 
 def write_variance_report(rows: list[dict], out_dir: Path, command: str,
                           provenance: dict) -> list[Path]:

@@ -27,8 +27,7 @@ def run(args) -> int:
 
     from bench.errors import UserError
     from bench.evaluation import evaluate
-    from bench.records import metric_entry, read_record, write_record
-    from bench.specs import RunSpec
+    from bench.records import metric_entry, read_record, spec_of_record, write_record
     from bench.training import BEST, build, load_best
 
     progress = apply_compute_options(args)
@@ -40,11 +39,7 @@ def run(args) -> int:
     if not best_path.exists():
         raise UserError(f"{best_path} is missing: the run has no best parameters "
                         f"(status {record['status']}); finish training it first")
-    try:
-        spec = RunSpec(**record["config"]["spec"])
-    except TypeError as error:
-        raise UserError(f"{run_dir} was trained by another version of the suite ({error}); "
-                        f"train it again") from None
+    spec = spec_of_record(record, run_dir)
     if args.device:
         spec = dataclasses.replace(spec, device=args.device)
     built = build(spec, data_dir=args.data_dir)

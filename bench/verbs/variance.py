@@ -94,16 +94,11 @@ def run(args) -> int:
 def _run_plan(args, target: Path, estimators):
     import algorithms
     from bench.errors import UserError
-    from bench.records import read_record
-    from bench.specs import RunSpec
+    from bench.records import read_record, spec_of_record
     from bench.variance import compared_spec
 
     record = read_record(target)
-    try:
-        spec = RunSpec(**record["config"]["spec"])
-    except TypeError as error:
-        raise UserError(f"{target} was trained by another version of the suite ({error}); "
-                        f"train it again") from None
+    spec = spec_of_record(record, target)
     if args.device:
         spec = dataclasses.replace(spec, device=args.device)
     if args.along is not None:
