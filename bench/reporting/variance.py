@@ -61,7 +61,11 @@ def variance_markdown(rows: list[dict], command: str, provenance: dict) -> str:
               "SNR: the mean over parameters of |mean| / standard deviation; bias: "
               "||mean - exact|| / ||exact|| against the exact gradient of the estimator's "
               "objective (tiny models only), beside its Monte Carlo floor sqrt(sum var / M) / "
-              "||exact||", ""]
+              "||exact||. Pure noise has an SNR near sqrt(2/pi)/sqrt(M) (0.10 at M = 64 "
+              "replicates): values near it say the mean is not resolved, and more --replicates "
+              "would be needed. Variance normalisation (NVIL) and the wake-sleep family rescale "
+              "or change the inference update, so compare their inference variance by SNR, "
+              "which is scale-free", ""]
     for model in dict.fromkeys(row["model"] for row in rows):
         mine = [row for row in rows if row["model"] == model]
         updates = sorted({row["update"] for row in mine})

@@ -190,4 +190,4 @@ def _provenance(plans, settings, started: float) -> dict:
                               "checkpoints": chosen.schedule()}
                              for plan, chosen in zip(plans, settings, strict=True)],
             "code": code_version(), "environment": environment(plans[0]["reference"].device),
-            "wall_time_s": time.perf_counter() - started}
+            "invocation_wall_time_s": time.perf_counter() - started}  # this command only
