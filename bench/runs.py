@@ -105,7 +105,9 @@ def write_run_record(group: RunGroup, run: Run, metrics: list, code: dict, start
         "stop_reason": state.stop_reason,
         "epochs": state.update * spec.batch_size / built.data.train.shape[0],
         "best_update": state.best_update,
-        "wall_time_s": time.perf_counter() - started,
+        # Every process's wall time for this run (training, evaluation, checkpoints, the final
+        # evaluation), summed over interruptions.
+        "wall_time_s": run.wall_base + (time.perf_counter() - started),
         "train_time_s": state.train_seconds,
         "eval_time_s": state.eval_seconds,
         "throughput": {

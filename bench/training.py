@@ -138,6 +138,9 @@ class TrainState:
     position: int = 0                 # rows of the current epoch's order already used
     train_seconds: float = 0.0        # time in training steps only (throughput)
     eval_seconds: float = 0.0
+    # Wall-clock seconds of every process that trained this run, up to its last checkpoint (a
+    # resumed run's record adds the time of the processes before).
+    wall_seconds: float = 0.0
     best_bound: float = -math.inf
     best_update: int = 0
     status: str = "running"
@@ -165,6 +168,11 @@ class Run:
         self.num_rows = num_rows
         self.order = self.epoch_order(0)
         self.best_parameters: dict | None = None
+        self.wall_base = 0.0  # wall seconds of the processes before this one (from the checkpoint)
+
+    def wall_seconds(self, started: float) -> float:
+        """This run's wall seconds so far: earlier processes' and this one's since `started`."""
+        return self.wall_base + (time.perf_counter() - started)
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         # A function of (seed, epoch) alone, so a resumed run sees the same minibatches.
@@ -233,6 +241,7 @@ class RunGroup:
         self.metric_names: list[str] = []
         self.metric_sums: torch.Tensor | None = None   # (metrics, R), float64
         self.metric_counts = torch.zeros(len(self.runs), dtype=torch.float64)
+        self.started = time.perf_counter()
 
     @property
     def num_runs(self) -> int:
@@ -367,6 +376,7 @@ class RunGroup:
 
     # -- checkpoints ---------------------------------------------------------------------------
     def save_checkpoint(self, run: Run) -> None:
+        run.state.wall_seconds = run.wall_seconds(self.started)
         atomic_torch_save({
             "identity": run.spec.identity(),
             "algorithm": run_state(self.algorithm, run.index),
@@ -395,6 +405,7 @@ class RunGroup:
         run.generator.set_state(generator_state.cpu() if self.built.device.type == "cpu"
                                 else generator_state)
         run.state = TrainState(**checkpoint["state"])
+        run.wall_base = run.state.wall_seconds
         run.best_parameters = checkpoint["best_parameters"]
         run.order = run.epoch_order(run.state.epoch)
         return True

@@ -66,7 +66,11 @@ def test_interrupted_and_resumed_run_ends_with_the_same_record(tmp_path, algorit
     with pytest.raises(KeyboardInterrupt):
         group.train()
     assert (tmp_path / "resumed" / CHECKPOINT).exists()
+    before = torch.load(tmp_path / "resumed" / CHECKPOINT, weights_only=False)["state"]
     resumed = train_run(spec, tmp_path / "resumed", progress=False)
+    # The record's wall time counts the interrupted process too (up to its last checkpoint).
+    assert before["wall_seconds"] > 0
+    assert resumed["wall_time_s"] > before["wall_seconds"]
 
     assert comparable(resumed) == comparable(straight)
     curve_a = (tmp_path / "straight" / "curve.csv").read_text()
