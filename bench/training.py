@@ -375,16 +375,21 @@ class RunGroup:
                 run.best_parameters = run_state(self.algorithm, run.index)
 
     # -- checkpoints ---------------------------------------------------------------------------
-    def save_checkpoint(self, run: Run) -> None:
+    def checkpoint(self, run: Run) -> dict:
+        """Everything run needs to resume: its slice of the state, optimizer, generator and
+        progress (what checkpoint.pt holds)."""
         run.state.wall_seconds = run.wall_seconds(self.started)
-        atomic_torch_save({
+        return {
             "identity": run.spec.identity(),
             "algorithm": run_state(self.algorithm, run.index),
             "optimizer": self.optimizer.run_state(run.index),
             "generator": run.generator.get_state(),
-            "state": run.state.__dict__,
+            "state": dict(run.state.__dict__),
             "best_parameters": run.best_parameters,
-        }, run.checkpoint_path())
+        }
+
+    def save_checkpoint(self, run: Run) -> None:
+        atomic_torch_save(self.checkpoint(run), run.checkpoint_path())
 
     def try_resume(self, run: Run) -> bool:
         path = run.checkpoint_path()
@@ -399,6 +404,11 @@ class RunGroup:
             raise UserError(f"{run.out_dir} holds a run with a different configuration or from "
                             f"another version; use another --out directory, or delete {path} to "
                             f"start again")
+        self.load_checkpoint(run, checkpoint)
+        return True
+
+    def load_checkpoint(self, run: Run, checkpoint: dict) -> None:
+        """Put run back where `checkpoint(run)` left it."""
         load_run_state(self.algorithm, run.index, checkpoint["algorithm"])
         self.optimizer.load_run_state(run.index, checkpoint["optimizer"])
         generator_state = checkpoint["generator"]
@@ -408,7 +418,6 @@ class RunGroup:
         run.wall_base = run.state.wall_seconds
         run.best_parameters = checkpoint["best_parameters"]
         run.order = run.epoch_order(run.state.epoch)
-        return True
 
     # -- the loop ------------------------------------------------------------------------------
     def begin(self) -> None:

@@ -139,37 +139,22 @@ def _own_groups(algorithm: algorithms.Algorithm, options) -> dict[str, list]:
 
 
 def _has_own_state(algorithm: algorithms.Algorithm) -> bool:
+    """Whether the estimator trains groups or keeps state beyond the model and inference
+    network (then it needs a shadow to be measured fairly)."""
     return bool(_own_groups(algorithm, algorithm.options[0])) or any(
-        True for name in algorithm.state_dict()
-        if not name.startswith(("model.", "inference.")))
+        not name.startswith(("model.", "inference.")) for name in algorithm.state_dict())
 
 
 class Trajectory(RunGroup):
     """The reference run: trained exactly as `bench train` trains it, but never validated (the
-    variance verb measures no bound) and checkpointed only when the verb says so."""
+    variance verb measures no bound) and never writing checkpoint.pt (its checkpoint goes into
+    the verb's own state, with the shadows', so that the two cannot disagree)."""
 
     def validate(self, runs) -> None:
         pass
 
     def save_checkpoint(self, run) -> None:
         pass
-
-    def save(self) -> dict:
-        run = self.runs[0]
-        return {"algorithm": run_state(self.algorithm, 0),
-                "optimizer": self.optimizer.run_state(0),
-                "generator": run.generator.get_state(), "state": dict(run.state.__dict__),
-                "order_epoch": run.state.epoch}
-
-    def load(self, saved: dict) -> None:
-        from bench.training import TrainState
-
-        run = self.runs[0]
-        load_run_state(self.algorithm, 0, saved["algorithm"])
-        self.optimizer.load_run_state(0, saved["optimizer"])
-        run.generator.set_state(saved["generator"])
-        run.state = TrainState(**saved["state"])
-        run.order = run.epoch_order(run.state.epoch)
 
 
 class Shadow:
@@ -322,8 +307,9 @@ def replicate_seeds(seed: int, update: int, replicates: int) -> list[int]:
 def trajectory_variance(reference: RunSpec, compared: list[RunSpec], settings: VarianceSettings,
                         state_path: Path, data=None, data_dir=None, progress: bool = True
                         ) -> list[dict]:
-    """Rows (bench/reporting/variance.py FIELDS) of every compared estimator at every checkpoint of the reference's
-    trajectory. Resumes from `state_path` when it holds the same configuration."""
+    """Rows (bench/reporting/variance.py FIELDS) of every compared estimator at every checkpoint
+    of the reference's trajectory. Resumes from `state_path` when it holds the same
+    configuration."""
     reference = dataclasses.replace(reference, updates=settings.updates,
                                     eval_interval=settings.updates + 1)
     identity = {"reference": reference.identity(), "settings": dataclasses.asdict(settings),
@@ -349,7 +335,7 @@ def trajectory_variance(reference: RunSpec, compared: list[RunSpec], settings: V
         if saved.get("identity") != identity:
             raise UserError(f"{state_path} holds a measurement with another configuration; "
                             f"use another --out, or delete it to measure again")
-        trajectory.load(saved["trajectory"])
+        trajectory.load_checkpoint(trajectory.runs[0], saved["trajectory"])
         for index, shadow in shadows.items():
             shadow.load(saved["shadows"][index])
         rows, done = saved["rows"], set(saved["done"])
@@ -383,7 +369,7 @@ def trajectory_variance(reference: RunSpec, compared: list[RunSpec], settings: V
                                      "along": reference.algorithm, "estimator": label(spec),
                                      "update": update, "group": group, **stats})
                 done.add(update)
-                atomic_torch_save({"identity": identity, "trajectory": trajectory.save(),
+                atomic_torch_save({"identity": identity, "trajectory": trajectory.checkpoint(trajectory.runs[0]),
                                    "shadows": {i: s.save() for i, s in shadows.items()},
                                    "rows": rows, "done": sorted(done)}, state_path)
             if update >= settings.updates:

@@ -126,3 +126,24 @@ def test_variance_verb_rejects_bad_names(tmp_path, capsys):
     assert "bogus" in capsys.readouterr().err
     assert main(["variance", "nosuchsuite"]) == 2
     assert "nosuchsuite" in capsys.readouterr().err
+
+
+def test_an_interrupted_measurement_resumes_to_the_same_rows(tmp_path, data_mirror, monkeypatch):
+    compared = [compared_spec(TINY, n) for n in ("nvil", "reinforce", "rebar")]
+    settings = VarianceSettings(updates=9, checkpoints=2, replicates=4)  # updates 0, 1, 3, 9
+    straight = trajectory_variance(TINY, compared, settings, tmp_path / "a.pt", progress=False)
+    update = Trajectory.update
+    calls = {"n": 0}
+
+    def dies_after_five(self):
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise KeyboardInterrupt
+        return update(self)
+
+    monkeypatch.setattr(Trajectory, "update", dies_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        trajectory_variance(TINY, compared, settings, tmp_path / "b.pt", progress=False)
+    monkeypatch.setattr(Trajectory, "update", update)
+    resumed = trajectory_variance(TINY, compared, settings, tmp_path / "b.pt", progress=False)
+    assert pd.DataFrame(resumed).equals(pd.DataFrame(straight))
