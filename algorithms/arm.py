@@ -42,22 +42,25 @@ Factorial inference layers only: within an autoregressive layer, unit j's logit 
 units before it and the antithetic flip of the whole layer is no longer a pair of samples from
 one conditional (the papers do not define it); such a Q is refused.
 
-Noise (drawn by the harness): "pairs" one antithetic leaf per layer (R, 2, B, H_t) = (u_t, 1 - u_t);
-"continuation" one uniform leaf (R, B, H_j) for every layer j above every t. Shapes: x (R, B, D);
-h[t] (R, B, H_t); the branches stacked as (R, n, B, H_j) for one evaluation of f; f (R, B);
-g_t (R, B, H_t).
+Noise (drawn by the harness): "pairs" one antithetic leaf per layer (R, 2, K, B, H_t) =
+(u_t, 1 - u_t); "continuation" one uniform leaf (R, K, B, H_j) for every layer j above every t.
+K is the number of samples per example: 1 for ARM (DisARM's multi-sample form, algorithms/
+disarm.py, uses the same code with K >= 2). Shapes: x (R, B, D); h[t] (R, K, B, H_t); the branches
+stacked as (R, n K, B, H_j) for one evaluation of f; f (R, K, B); g_t (R, K, B, H_t).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
-from algorithms.base import Algorithm, StepResult
+from algorithms.base import Algorithm, StepResult, log_sum_exp_of_others
 from bench.errors import UserError
-from models.exact import exact_elbo
+from models.exact import exact_elbo, exact_k_sample_bound
 from models.noise import antithetic, antithetic_bernoulli, uniform
 
 
@@ -79,30 +82,40 @@ class ARM(Algorithm):
             raise UserError(f"{self.name} needs a factorial inference network (the antithetic "
                             f"flip of a layer is defined for independent units); use "
                             f"--inference factorial")
+        self.num_samples = getattr(self.options[0], "num_samples", 1)  # K; ARM's own is 1
 
     def evaluations_per_example(self, options) -> float:
-        return 1.0 + len(self.model.latent_sizes)  # the trajectory and one branch per layer
+        # the trajectory and one branch per layer, for each of the K samples
+        return float(getattr(options, "num_samples", 1) * (1 + len(self.model.latent_sizes)))
 
     def noise(self, x):
-        batch = x.shape[1:-1]
+        batch = (self.num_samples, *x.shape[1:-1])
         sizes = self.inference.latent_sizes
         return {"pairs": [antithetic(*batch, size) for size in sizes],
                 "continuation": [uniform(*batch, sizes[j]) for t in range(len(sizes))
                                  for j in range(t + 1, len(sizes))]}
 
     def layer_gradients(self, u: Tensor, sample: Tensor, flipped: Tensor, logits: Tensor,
-                        f_sample: Tensor, f_flipped: Tensor) -> Tensor:
-        """The estimate g (R, B, H) of d/da E[f] from one antithetic pair: ARM's."""
-        return (f_flipped - f_sample).unsqueeze(-1) * (u - 0.5)
+                        difference: Tensor) -> Tensor:
+        """The estimate g (R, K, B, H) of d/da E[f] from one antithetic pair, given the
+        difference f(b~) - f(b) (R, K, B) of the objective between the two branches: ARM's."""
+        return difference.unsqueeze(-1) * (u - 0.5)
+
+    def trajectory_log_prob(self, trajectory: list[Tensor], logits: list[Tensor]) -> Tensor:
+        """log Q(h | x) (R, K, B) of the sampled trajectory from its layers' logits, with
+        gradient (no second pass through the inference network)."""
+        return sum((h * a - F.softplus(a)).sum(-1) for h, a in zip(trajectory, logits, strict=True))
 
     def step(self, x: Tensor, noise) -> StepResult:
         layers = self.inference.layers
-        n = len(layers)
+        n, K = len(layers), self.num_samples
         continuation = iter(noise["continuation"])
         context = self.inference.centre(x)
         trajectory, logits, pairs = [], [], []
         for t, layer in enumerate(layers):
-            a = layer.context_logits(context)                                   # (R, B, H_t)
+            a = layer.context_logits(context)               # (R, K, B, H_t); (R, B, H_1) first
+            if t == 0:
+                a = a.unsqueeze(1)                          # shared by the K samples of x
             u, sample, flipped = antithetic_bernoulli(noise["pairs"][t], a.detach())
             logits.append(a)
             pairs.append((u, sample, flipped))
@@ -121,21 +134,37 @@ class ARM(Algorithm):
                     else:
                         value = layers[j].sample(value, next(continuation))
                         branches[j].append(value)
-            stacked = [torch.stack(values, 1) for values in branches]           # (R, n, B, H_j)
-            f_branches = (self.model.log_joint(x, stacked)
-                          - self.inference.log_prob(x, stacked))                # (R, n, B)
-            f_trajectory = (self.model.log_joint(x, trajectory)
-                            - self.inference.log_prob(x, trajectory))           # (R, B)
-        log_joint = self.model.log_joint(x, trajectory)
+            stacked = [torch.stack(values, 1).flatten(1, 2) for values in branches]  # (R, nK, B, H)
+            batch = x.shape[-2]
+            log_w_branches = (self.model.log_joint(x, stacked)
+                              - self.inference.log_prob(x, stacked)).view(-1, n, K, batch)
+            log_w = (self.model.log_joint(x, trajectory)
+                     - self.inference.log_prob(x, trajectory))                  # (R, K, B)
+            log_k = math.log(K)
+            bound = torch.logsumexp(log_w, 1) - log_k                            # L̂, (R, B)
+            # L̂ with sample k's trajectory replaced by its branch t, (R, n, K, B)
+            replaced = torch.logaddexp(log_sum_exp_of_others(log_w).unsqueeze(1),
+                                       log_w_branches) - log_k
+            difference = replaced - bound.view(-1, 1, 1, batch)
+            normalised = torch.softmax(log_w, 1)                                 # w̃_k
+        log_joint = self.model.log_joint(x, trajectory)                          # (R, K, B)
         inference_loss = 0.0
         for t in range(n):
             u, sample, flipped = pairs[t]
-            g = self.layer_gradients(u, sample, flipped, logits[t].detach(), f_trajectory,
-                                     f_branches[:, t])
+            g = self.layer_gradients(u, sample, flipped, logits[t].detach(), difference[:, t])
             inference_loss = inference_loss - (g * logits[t]).sum()
-        return StepResult(losses={"model": -log_joint.sum(), "inference": inference_loss},
-                          metrics={"bound": f_trajectory.mean(-1)})
+        if K > 1:
+            # The weights' own dependence on φ: ∇φ log w_k = -∇φ log Q(h_k), weighted by w̃_k;
+            # the 1/K subtracted has zero mean (E ∇ log Q = 0) and makes it vanish for K = 1.
+            log_q = self.trajectory_log_prob(trajectory, logits)                 # (R, K, B)
+            inference_loss = inference_loss - ((1.0 / K - normalised) * log_q).sum()
+        return StepResult(losses={"model": -(normalised * log_joint).sum(),
+                                  "inference": inference_loss},
+                          metrics={"bound": bound.mean(-1)})
 
     def exact_objectives(self, x: Tensor) -> dict[str, Tensor]:
-        bound = exact_elbo(self.model, self.inference, x).sum(-1)
+        if self.num_samples > 1:
+            bound = exact_k_sample_bound(self.model, self.inference, x, self.num_samples).sum(-1)
+        else:
+            bound = exact_elbo(self.model, self.inference, x).sum(-1)
         return {"model": bound, "inference": bound}

@@ -60,6 +60,7 @@ in `algorithms/registry.py`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -221,3 +222,14 @@ def coerce(value: Any, annotation, key: str) -> Any:
 
 def options_dict(options) -> dict[str, Any]:
     return dataclasses.asdict(options)
+
+
+def log_sum_exp_of_others(log_weight: Tensor) -> Tensor:
+    """log sum_{j≠k} w_j for every sample k, (R, K, B), from log w (R, K, B): the leave-one-out
+    sums of multi-sample estimators. A logsumexp over the K - 1 others (a (K, K) mask per
+    example), not log(sum_j w_j - w_k), which loses every digit when w_k dominates; -inf for K = 1
+    (no other sample)."""
+    runs, K, batch = log_weight.shape
+    left_out = torch.eye(K, dtype=torch.bool, device=log_weight.device).view(1, K, K, 1)
+    others = log_weight.unsqueeze(1).expand(runs, K, K, batch).masked_fill(left_out, -math.inf)
+    return torch.logsumexp(others, 2)

@@ -57,7 +57,7 @@ substitute and cites it as the paper's Eq. 10, the estimator as Eq. 11). Choices
 The claimed update is the gradient of the exact K-sample bound, from
 `models.exact.exact_multisample_bound` (every ordered K-tuple of latent configurations) up to 2^16
 tuples, and beyond from the same expectation summed over the far fewer multisets of K samples
-(`multisample_bound_by_counts`: the counts n_m of each configuration, multinomial probability
+(`multisample_bound_by_counts`, both in models/exact.py: the counts n_m of each configuration, multinomial probability
 K!/prod n_m! prod Q_m^{n_m}), which reaches K = 50 on a model with one or two latent units
 (`--model sbn:1`).
 
@@ -69,23 +69,16 @@ rates are per run. Works on every model family and with autoregressive inference
 
 from __future__ import annotations
 
-import itertools
 import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from algorithms.base import Algorithm, StepResult
-from bench.errors import UserError
-from models.exact import MAX_EXACT_LATENTS, exact_multisample_bound, latent_configurations
+from algorithms.base import Algorithm, StepResult, log_sum_exp_of_others
+from models.exact import exact_k_sample_bound
 
 SUBSTITUTES = ("geometric", "arithmetic")
-#: ordered K-tuples up to which the claim enumerates them (`exact_multisample_bound`); beyond,
-#: the far fewer multisets of samples (models/exact.py itself refuses more than 2^20 tuples)
-MAX_TUPLES = 2 ** 16
-#: most (multisets x configurations x examples x runs) terms `multisample_bound_by_counts` holds
-MAX_COUNT_TERMS = 2 ** 24
 
 
 @dataclass(frozen=True)
@@ -131,12 +124,9 @@ class VIMCO(Algorithm):
     def leave_one_out_bounds(self, log_weight: Tensor) -> Tensor:
         """L̂_{-k} = log (1/K) (sum_{j≠k} w_j + f̂_{-k}) for every k, (R, K, B), from log w
         (R, K, B), with each run's own substitute."""
-        runs, K, batch = log_weight.shape
+        K = log_weight.shape[1]
         log_k = math.log(K)
-        # [r, k, j, b] = log w_j, with j = k masked out: the K sets of "the others".
-        left_out = torch.eye(K, dtype=torch.bool, device=log_weight.device).view(1, K, K, 1)
-        others = log_weight.unsqueeze(1).expand(runs, K, K, batch).masked_fill(left_out, -math.inf)
-        log_others = torch.logsumexp(others, 2)                       # log sum_{j≠k} w_j
+        log_others = log_sum_exp_of_others(log_weight)                # log sum_{j≠k} w_j
         bounds = {}
         if "geometric" in self.substitutes:
             log_geometric = (log_weight.sum(1, keepdim=True) - log_weight) / (K - 1)
@@ -170,54 +160,3 @@ class VIMCO(Algorithm):
     def exact_objectives(self, x: Tensor) -> dict[str, Tensor]:
         bound = exact_k_sample_bound(self.model, self.inference, x, self.num_samples).sum(-1)
         return {"model": bound, "inference": bound}
-
-
-def exact_k_sample_bound(model, inference, x: Tensor, num_samples: int) -> Tensor:
-    """The exact K-sample bound (R, B): by ordered K-tuples (models/exact.py) while they are few,
-    else by multisets of samples (equal, and C(K + M - 1, K) terms instead of M^K)."""
-    configurations = 2 ** sum(model.latent_sizes)
-    if configurations ** num_samples <= MAX_TUPLES:
-        return exact_multisample_bound(model, inference, x, num_samples)
-    return multisample_bound_by_counts(model, inference, x, num_samples)
-
-
-def sample_counts(num_samples: int, num_configurations: int) -> Tensor:
-    """Every vector of M = num_configurations non-negative counts summing to K = num_samples,
-    (C, M) with C = binomial(K + M - 1, M - 1) (stars and bars)."""
-    rows = []
-    for bars in itertools.combinations(range(num_samples + num_configurations - 1),
-                                       num_configurations - 1):
-        edges = (-1,) + bars + (num_samples + num_configurations - 1,)
-        rows.append([edges[m + 1] - edges[m] - 1 for m in range(num_configurations)])
-    return torch.tensor(rows, dtype=torch.float64)
-
-
-def multisample_bound_by_counts(model, inference, x: Tensor, num_samples: int) -> Tensor:
-    """E over K independent samples h_1..h_K ~ Q(h | x) of log (1/K) sum_k w_k, (R, B).
-
-    The value depends on the samples only through how often each of the M latent configurations
-    occurs, so the sum over M^K ordered tuples collapses to one over the C multisets of counts n:
-    E = sum_n K!/prod_m n_m! prod_m Q_m^{n_m} log (1/K) sum_m n_m w_m. Differentiable; equal to
-    `models.exact.exact_multisample_bound` (tests/test_score_function_estimators.py)."""
-    sizes = tuple(model.latent_sizes)
-    if sum(sizes) > MAX_EXACT_LATENTS:
-        raise UserError(f"the exact K-sample bound enumerates latent configurations: at most "
-                        f"{MAX_EXACT_LATENTS} latent units (this model has {sum(sizes)})")
-    count = 2 ** sum(sizes)
-    multisets = math.comb(num_samples + count - 1, count - 1)
-    runs = max(model.num_runs, x.shape[0])
-    if multisets * count * x.shape[-2] * runs > MAX_COUNT_TERMS:
-        raise UserError(f"the exact {num_samples}-sample bound on a model with {sum(sizes)} latent "
-                        f"units sums over {multisets} multisets of samples, too many; use fewer "
-                        f"samples or a model with fewer latent units (e.g. --model sbn:1)")
-    h = next(latent_configurations(sizes, x.dtype, x.device, chunk_size=count))  # (1, M, 1, H_i)
-    log_q = inference.log_prob(x, h)                                   # (R, M, B)
-    log_w = model.log_joint(x, h) - log_q                             # (R, M, B)
-    counts = sample_counts(num_samples, count).to(x.dtype).to(x.device)        # (C, M)
-    log_coefficient = (math.lgamma(num_samples + 1)
-                       - torch.lgamma(counts + 1).sum(-1))                     # (C,)
-    log_probability = (torch.einsum("cm,rmb->rcb", counts, log_q)
-                       + log_coefficient.view(1, -1, 1))                       # (R, C, B)
-    log_counts = torch.where(counts > 0, counts.log(), -math.inf)             # (C, M)
-    value = torch.logsumexp(log_counts.view(1, *counts.shape, 1) + log_w.unsqueeze(1), 2)
-    return (log_probability.exp() * (value - math.log(num_samples))).sum(1)

@@ -14,7 +14,9 @@ A suite file has five parts (see `bench/suites/table1.toml` for a commented exam
     [table]        metric ("nll": test NLL from the 10-sample ELBO, or "perplexity"), `rows` and
                    `columns` (the RunSpec field that indexes each), `column_labels` (value -> label,
                    also the column order), `paper` (the file in results/paper/ with the published
-                   numbers, optional), `literature` (show that file's literature rows)
+                   numbers, optional), `literature` (show that file's literature rows),
+                   `published` (a file in results/paper/ of other papers' numbers with their
+                   protocols, reported beside ours in published.md; bench/reporting/published.py)
     [[references]] optional: sanity rows fitted in closed form (bench/references.py): `name`
                    (e.g. "unigram"), `dataset`, `label` (the row's label), `column` (the value of
                    the table's column field it sits under; default: the dataset)
@@ -98,6 +100,7 @@ class TableLayout:
     paper: str | None = None
     literature: bool = True
     title: str = ""
+    published: str | None = None    # results/paper/NAME.csv: other papers' numbers, with protocol
 
     def column_label(self, value: str) -> str:
         return self.column_labels.get(value, value)
@@ -288,7 +291,8 @@ def _labels(value, where: str, fail) -> dict[str, str]:
 
 
 def _table_layout(raw: dict, fail) -> TableLayout:
-    allowed = {"metric", "rows", "columns", "column_labels", "paper", "literature", "title"}
+    allowed = {"metric", "rows", "columns", "column_labels", "paper", "literature", "title",
+               "published"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise fail(f"[table]: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(allowed))}")
@@ -304,11 +308,15 @@ def _table_layout(raw: dict, fail) -> TableLayout:
     paper = raw.get("paper")
     if paper is not None and not isinstance(paper, str):
         raise fail("[table] paper must be the name of a file in results/paper/ (e.g. \"table1\")")
+    published = raw.get("published")
+    if published is not None and not isinstance(published, str):
+        raise fail("[table] published must be the name of a file in results/paper/ "
+                   "(e.g. \"estimators\")")
     return TableLayout(metric=metric, rows=raw["rows"], columns=raw["columns"],
                        column_labels=_labels(raw.get("column_labels"), "[table] column_labels",
                                              fail),
                        paper=paper, literature=bool(raw.get("literature", True)),
-                       title=str(raw.get("title", "")))
+                       title=str(raw.get("title", "")), published=published)
 
 
 def _figure_layout(raw, fail) -> FigureLayout:

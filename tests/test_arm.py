@@ -71,7 +71,8 @@ class IndependentPartnerARM(ARM):
 
     def noise(self, x):
         request = super().noise(x)
-        request["partners"] = [uniform(*x.shape[1:-1], size) for size in self.inference.latent_sizes]
+        request["partners"] = [uniform(self.num_samples, *x.shape[1:-1], size)
+                               for size in self.inference.latent_sizes]
         return request
 
     def step(self, x, noise):
@@ -95,8 +96,8 @@ class IndependentPartnerARM(ARM):
 class AbsentAbsoluteDisARM(DisARM):
     """Wrong: sigmoid(a) where DisARM has sigmoid(|a|)."""
 
-    def layer_gradients(self, u, sample, flipped, logits, f_sample, f_flipped):
-        return super().layer_gradients(u, sample, flipped, logits, f_sample, f_flipped) * (
+    def layer_gradients(self, u, sample, flipped, logits, difference):
+        return super().layer_gradients(u, sample, flipped, logits, difference) * (
             torch.sigmoid(logits) / torch.sigmoid(logits.abs()))
 
 
@@ -173,3 +174,40 @@ def test_disarm_variance_is_at_most_arms():
         grads = torch.stack(grads)
         spreads[cls.name] = grads.var(0).sum().item()
     assert spreads["disarm"] < spreads["arm"]
+
+
+# -- multi-sample DisARM -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, spec", [("disarm:k2", "sbn:1-2"), ("disarm:k2", "sbn:1-1-1"),
+                                        ("disarm:k5", "sbn:1"), ("disarm:k2", "sbn:2")])
+def test_multisample_expected_update_is_the_k_sample_bound_gradient(text, spec):
+    """With K antithetic pairs the claim is the gradient of the exact K-sample bound
+    (models/exact.py), on every layer."""
+    report = exact_report(DisARM, text, spec)
+    assert not report.exact_biased, "\n".join(report.lines())
+    assert {t.group for t in report.exact} == {"model", "inference"}
+    assert max(t.relative_error for t in report.exact) < 1e-10
+
+
+class WeightsHeldFixedDisARM(DisARM):
+    """Wrong: the weights' own dependence on φ (sum_k (1/K - w̃_k) ∇φ log Q(b_k)) is left out of
+    the inference update, as in the authors' local-DisARM code; for K >= 2 it does not vanish."""
+
+    def trajectory_log_prob(self, trajectory, logits):
+        return super().trajectory_log_prob(trajectory, logits).detach()
+
+
+def test_multisample_disarm_without_the_weights_term_is_caught():
+    report = exact_report(WeightsHeldFixedDisARM, "disarm:k2", "sbn:1-2")
+    assert report.exact_biased, "\n".join(report.lines())
+    assert {t.group for t in report.exact if t.biased} == {"inference"}
+
+
+def test_k_samples_cost_k_times_one_sample():
+    model, q_net, _ = tiny_problem("sbn:2-3", batch_size=4, seed=2)
+    single = DisARM(model, q_net, DisARM.resolve_options(""))
+    several = DisARM(model, q_net, DisARM.resolve_options("k5"))
+    assert (single.num_samples, several.num_samples) == (1, 5)
+    assert single.evaluations_per_example(single.options[0]) == 3      # trajectory + 2 branches
+    assert several.evaluations_per_example(several.options[0]) == 15

@@ -410,3 +410,50 @@ def test_seconds_per_update_comes_from_the_record():
         cell, "complete", {"train_time_s": 30.0, "updates": 1200})) == 30.0 / 1200
     assert seconds_per_update(reporting.CellResult(cell, "complete", {"updates": 1200})) is None
     assert seconds_per_update(reporting.CellResult(cell, "not run")) is None
+
+
+PUBLISHED_FIXTURE = """model,dim,column,value,printed,reference,location,binarization,split,evaluated_on,bound,bound_samples,optimizer,steps,train_samples,selection,source
+SBN,200,NVIL,112.5,-112.5,Fixture (2018),table 1,not stated,not stated,train,elbo,1,Adam,2M,1,best valid,fixture
+SBN,200,VIMCO,100.0,100.0,Fixture (2016),table 2,fixed (Larochelle & Murray 2011),"50,000/10,000/10,000",test,importance-sampled,5000,Adam,1M,5,best valid,fixture
+SBN,200,MuProp,111.7,-111.7,Fixture (2018),table 1,fixed,not stated,test,elbo,1,Adam,2M,1,best valid,fixture
+"""
+
+
+def test_published_numbers_are_listed_with_their_protocol_beside_ours(tmp_path):
+    """Each published number is set beside the suite's number of the same kind (ELBO against the
+    ELBO, importance-sampled against importance-sampled), and called comparable only when it is
+    a test-set number on the fixed binarization; a column the suite lacks has no number of ours."""
+    suite = suites.load("estimators")
+    (tmp_path / "paper").mkdir()
+    (tmp_path / "paper" / "estimators.csv").write_text(PUBLISHED_FIXTURE)
+    for cell in suites.expand(suite, BUDGET, 1):
+        if cell.spec.model == "sbn:200" and cell.spec.algorithm in ("nvil", "vimco"):
+            record = fake_record(cell, nll=150.0)
+            record["metrics"].append({"split": "test", "bound": "iw", "k": 1000, "mean": -140.0,
+                                      "nll": 140.0, "num_examples": 200})
+            write_fixture(cell_dir(tmp_path, suite, cell), record)
+    reporting.write_report(suite, BUDGET, tmp_path / "runs", tmp_path / "results", seeds=1,
+                           paper_dir=tmp_path / "paper")
+    out = tmp_path / "results" / "estimators" / BUDGET
+    rows = pd.read_csv(out / "published.csv", dtype={"dim": str}).set_index("estimator")
+    assert rows.loc["NVIL", "ours"] == pytest.approx(150.0)         # the ELBO beside the ELBO
+    assert rows.loc["NVIL", "comparable"].startswith("no: binarization not stated (ours: fixed)")
+    assert "training-set" in rows.loc["NVIL", "comparable"]
+    assert rows.loc["VIMCO", "ours"] == pytest.approx(140.0)        # IS beside IS
+    assert rows.loc["VIMCO", "comparable"] == (
+        "yes: same data, split and kind of bound; optimizer and budget differ; "
+        "K = 5,000 (ours 1,000)")
+    assert math.isnan(rows.loc["MuProp", "ours"])
+    markdown = (out / "published.md").read_text()
+    assert "| SBN | 200 | MuProp | 111.7 | -111.7 | not in this suite |" in markdown
+    assert "Budget: `smoke`" in markdown
+
+
+def test_a_malformed_published_file_is_one_line(tmp_path):
+    from bench.reporting.published import read_published
+    (tmp_path / "bad.csv").write_text(PUBLISHED_FIXTURE.replace(",elbo,1,", ",elbo,one,", 1))
+    with pytest.raises(UserError, match="line 2 is malformed"):
+        read_published("bad", tmp_path)
+    (tmp_path / "kind.csv").write_text(PUBLISHED_FIXTURE.replace(",elbo,1,", ",iwae,1,", 1))
+    with pytest.raises(UserError, match="bound must be one of elbo, importance-sampled"):
+        read_published("kind", tmp_path)

@@ -24,10 +24,16 @@ import models.layers
 from algorithms.base import StepResult
 from algorithms.reinforce import Reinforce
 from algorithms.rloo import RLOO
-from algorithms.vimco import VIMCO, exact_k_sample_bound, multisample_bound_by_counts, sample_counts
+from algorithms.vimco import VIMCO
 from bench.check import draw_step, run_bias_check, tiny_model, tiny_problem
 from bench.errors import UserError
-from models.exact import binary_configurations, exact_multisample_bound
+from models.exact import (
+    binary_configurations,
+    exact_k_sample_bound,
+    exact_multisample_bound,
+    multisample_bound_by_counts,
+    sample_counts,
+)
 from models.noise import draw as draw_noise
 from models.noise import enumerating
 

@@ -22,6 +22,12 @@ from bench.reporting.header import (
     report_header,
 )
 from bench.reporting.paper import PAPER_DIR
+from bench.reporting.published import (
+    published_csv,
+    published_markdown,
+    published_rows,
+    read_published,
+)
 from bench.reporting.render import table_csv, table_grid, table_latex, table_markdown
 from bench.reporting.table import Table, build_table
 from bench.reporting.throughput import (
@@ -73,6 +79,14 @@ def write_report(suite: Suite, budget: str | None, runs_dir: Path, results_dir: 
     atomic_write_text(out / "table.csv", table_csv(table, command, bound, chosen.updates))
     atomic_write_text(out / "table.tex", table_latex(table))
     files += [table_path, out / "table.csv", out / "table.tex"]
+
+    if suite.table.published:
+        numbers = read_published(suite.table.published, paper_dir)
+        rows = published_rows(numbers, results, suite.table.column_label)
+        atomic_write_text(out / "published.md", published_markdown(rows, header))
+        atomic_write_text(out / "published.csv", published_csv(
+            rows, {"suite": suite.name, "budget": budget, "seeds": seeds, "command": command}))
+        files += [out / "published.md", out / "published.csv"]
 
     throughput = throughput_rows(results)
     short_header = header[:3] + header[-2:-1]
