@@ -233,3 +233,26 @@ def log_sum_exp_of_others(log_weight: Tensor) -> Tensor:
     left_out = torch.eye(K, dtype=torch.bool, device=log_weight.device).view(1, K, K, 1)
     others = log_weight.unsqueeze(1).expand(runs, K, K, batch).masked_fill(left_out, -math.inf)
     return torch.logsumexp(others, 2)
+
+
+class SamplesFromQ:
+    """For estimators that draw K = `options.num_samples` samples from Q per example (listed
+    before `Algorithm` in the bases; `num_samples` structural): `self.num_samples`, the noise
+    "q" (one uniform per latent unit of each sample, (R, K, B, H_j)), K model evaluations per
+    example, and `sample_from_q`, the start of such a step."""
+
+    def __init__(self, model, inference, options, generators=None):
+        super().__init__(model, inference, options, generators)
+        self.num_samples = self.options[0].num_samples
+
+    def evaluations_per_example(self, options) -> float:
+        return float(options.num_samples)
+
+    def noise(self, x):
+        return {"q": self.inference.noise(self.num_samples, x.shape[-2])}
+
+    def sample_from_q(self, x: Tensor, noise) -> tuple[list[Tensor], Tensor, Tensor]:
+        """h ~ Q(h | x) from the noise, h[j] (R, K, B, H_j), with log Q(h | x) and log P(x, h),
+        both (R, K, B) and differentiable (to φ and θ)."""
+        h, log_q = self.inference.sample(x, noise["q"])
+        return h, sum(log_q), self.model.log_joint(x, h)

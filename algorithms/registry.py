@@ -37,6 +37,7 @@ from collections.abc import Iterator, Mapping
 
 from algorithms.arm import ARM
 from algorithms.base import Algorithm
+from algorithms.bihm import BiHM
 from algorithms.disarm import DisARM
 from algorithms.nvil import NVIL
 from algorithms.rebar import REBAR
@@ -51,7 +52,7 @@ from bench.errors import UserError, unknown_name
 ENTRY_POINT_GROUP = "nvil_bench.algorithms"
 #: the suite's own estimators; a new one in algorithms/ is added here
 BUILTIN: dict[str, type[Algorithm]] = {cls.name: cls for cls in (
-    NVIL, WakeSleep, Reinforce, RWS, RLOO, VIMCO, ARM, DisARM, REBAR, RELAX,
+    NVIL, WakeSleep, Reinforce, RWS, RLOO, VIMCO, ARM, DisARM, REBAR, RELAX, BiHM,
 )}
 SYNTAX = "package.module:Class[:PRESET]"
 

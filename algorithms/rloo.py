@@ -51,7 +51,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from algorithms.base import Algorithm, StepResult
+from algorithms.base import Algorithm, SamplesFromQ, StepResult
 from models.exact import exact_elbo
 
 
@@ -66,7 +66,7 @@ class RLOOOptions:
                              f"of the others); got {self.num_samples}")
 
 
-class RLOO(Algorithm):
+class RLOO(SamplesFromQ, Algorithm):
     name = "rloo"
     Options = RLOOOptions
     presets = {"": {}, "k2": {"num_samples": 2}, "k5": {"num_samples": 5},
@@ -76,21 +76,9 @@ class RLOO(Algorithm):
     #: K = 4 samples of 3 latents at batch 1: 12 binary draws, enumerable (sbn:2-3 would need 20)
     check_model = "sbn:1-2"
 
-    def __init__(self, model, inference, options, generators=None):
-        super().__init__(model, inference, options, generators)
-        self.num_samples = self.options[0].num_samples
-
-    def evaluations_per_example(self, options) -> float:
-        return float(options.num_samples)
-
-    def noise(self, x):
-        return {"q": self.inference.noise(self.num_samples, x.shape[-2])}
-
     def step(self, x: Tensor, noise) -> StepResult:
         K = self.num_samples
-        h, log_q = self.inference.sample(x, noise["q"])
-        log_joint = self.model.log_joint(x, h)                        # (R, K, B)
-        log_posterior = sum(log_q)                                    # (R, K, B)
+        _, log_posterior, log_joint = self.sample_from_q(x, noise)    # (R, K, B) each
         with torch.no_grad():
             signal = log_joint - log_posterior                        # l, (R, K, B)
             # b_k leaves sample k out, so it is independent of h_k: E[b_k ∇ log Q(h_k)] = 0.

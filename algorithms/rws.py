@@ -91,7 +91,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from algorithms.base import Algorithm, StepResult
+from algorithms.base import Algorithm, SamplesFromQ, StepResult
 from bench.errors import UserError
 from models.exact import exact_sleep_objective, k_sample_tuples, latent_configurations
 
@@ -110,7 +110,7 @@ class RWSOptions:
             raise ValueError("wake_q and sleep_q are both off: Q would get no update; turn one on")
 
 
-class RWS(Algorithm):
+class RWS(SamplesFromQ, Algorithm):
     name = "rws"
     Options = RWSOptions
     presets = {
@@ -133,24 +133,21 @@ class RWS(Algorithm):
             raise UserError("rws: with num_samples=1 the wake-phase Q update has expectation zero "
                             "(ω̃ = 1 and E_Q[∇ log Q] = 0); set wake_q=off (preset k1, the "
                             "original wake-sleep) or num_samples >= 2")
-        self.num_samples = first.num_samples
         self.sleep = first.sleep_q
         dtype = model.prior.bias.dtype
         self.register_buffer("wake_weight", self.option_column("wake_q", dtype), persistent=False)
 
     def evaluations_per_example(self, options) -> float:
-        return float(options.num_samples + (1 if options.sleep_q else 0))
+        return super().evaluations_per_example(options) + (1 if options.sleep_q else 0)
 
     def noise(self, x):
-        request = {"q": self.inference.noise(self.num_samples, x.shape[-2])}
+        request = super().noise(x)
         if self.sleep:
             request["fantasy"] = self.model.noise_like(x)
         return request
 
     def step(self, x: Tensor, noise) -> StepResult:
-        h, log_q_terms = self.inference.sample(x, noise["q"])   # h[j] (R, K, B, H_j)
-        log_q = sum(log_q_terms)                                 # (R, K, B), graph to φ
-        log_p = self.model.log_joint(x, h)                       # (R, K, B), graph to θ
+        _, log_q, log_p = self.sample_from_q(x, noise)          # (R, K, B), graphs to φ, θ
         with torch.no_grad():
             log_w = log_p - log_q
             weights = torch.softmax(log_w, 1)                    # ω̃, constants of the update

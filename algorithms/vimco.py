@@ -75,7 +75,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from algorithms.base import Algorithm, StepResult, log_sum_exp_of_others
+from algorithms.base import Algorithm, SamplesFromQ, StepResult, log_sum_exp_of_others
 from models.exact import exact_k_sample_bound
 
 SUBSTITUTES = ("geometric", "arithmetic")
@@ -96,7 +96,7 @@ class VIMCOOptions:
                              f"got {self.leave_one_out!r}")
 
 
-class VIMCO(Algorithm):
+class VIMCO(SamplesFromQ, Algorithm):
     name = "vimco"
     Options = VIMCOOptions
     presets = {"": {}, "k2": {"num_samples": 2}, "k5": {"num_samples": 5},
@@ -109,17 +109,10 @@ class VIMCO(Algorithm):
 
     def __init__(self, model, inference, options, generators=None):
         super().__init__(model, inference, options, generators)
-        self.num_samples = self.options[0].num_samples
         geometric = [o.leave_one_out == "geometric" for o in self.options]
         self.substitutes = {"geometric" if g else "arithmetic" for g in geometric}
         self.register_buffer("geometric", torch.tensor(geometric).view(-1, 1, 1),
                              persistent=False)
-
-    def evaluations_per_example(self, options) -> float:
-        return float(options.num_samples)
-
-    def noise(self, x):
-        return {"q": self.inference.noise(self.num_samples, x.shape[-2])}
 
     def leave_one_out_bounds(self, log_weight: Tensor) -> Tensor:
         """L̂_{-k} = log (1/K) (sum_{j≠k} w_j + f̂_{-k}) for every k, (R, K, B), from log w
@@ -140,9 +133,7 @@ class VIMCO(Algorithm):
 
     def step(self, x: Tensor, noise) -> StepResult:
         K = self.num_samples
-        h, log_q = self.inference.sample(x, noise["q"])
-        log_joint = self.model.log_joint(x, h)                        # (R, K, B)
-        log_posterior = sum(log_q)                                    # (R, K, B)
+        _, log_posterior, log_joint = self.sample_from_q(x, noise)    # (R, K, B) each
         with torch.no_grad():
             log_weight = log_joint - log_posterior                    # log w_k
             bound = torch.logsumexp(log_weight, 1) - math.log(K)      # L̂, (R, B)

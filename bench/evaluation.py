@@ -5,6 +5,16 @@ inference network, whatever trained them.
     iw     importance-sampled bound:    log (1/K) sum_k P(x, h_k) / Q(h_k | x),        any K
     exact  log P(x) by enumeration, for models with at most 20 latent units
 
+and, for the geometric-mean model p*(x) = p̃*(x) / Z^2 of P and Q (bidirectional Helmholtz
+machines, models/star.py), whatever trained the pair:
+
+    star-unnormalised   log p̃*(x) ≈ 2 log (1/K) sum_k sqrt(P(x, h_k) / Q(h_k | x)),   any K
+    star                the same minus log Ẑ^2, Z^2 estimated from `z2_samples` pairs of P and Q
+                        (its estimate, standard error and sample count are kept with the bound)
+    star-exact          log p*(x) by enumeration of h, and of x for Z^2 (tiny binary models)
+
+Every bound says which model it scores (`QUANTITY`: p, p~* or p*), so tables never mix them.
+
 Both sampled bounds are lower bounds in expectation; the iw bound tightens towards log P(x) as K
 grows. K = 5000 runs in bounded memory: samples are drawn in chunks and combined with a running
 logsumexp, so memory scales with the chunk, not with K. A chunk holds samples x examples rows, so
@@ -34,12 +44,23 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bench.errors import UserError
-from models.exact import MAX_EXACT_LATENTS, exact_log_likelihood
+from models.exact import (
+    MAX_EXACT_LATENTS,
+    exact_bihm_log_unnormalised,
+    exact_bihm_log_z2,
+    exact_log_likelihood,
+)
 from models.layers import LogisticLayer, linear
 from models.noise import draw as draw_noise
 from models.noise import uniform
 
-BOUNDS = ("elbo", "iw", "exact")
+BOUNDS = ("elbo", "iw", "exact", "star-unnormalised", "star", "star-exact")
+#: which model each bound scores: P itself, the unnormalised p̃*, or the normalised p*
+QUANTITY = {"elbo": "p", "iw": "p", "exact": "p", "star-unnormalised": "p~*", "star": "p*",
+            "star-exact": "p*"}
+STAR_BOUNDS = ("star-unnormalised", "star", "star-exact")
+#: pairs (x, h) ~ P, h' ~ Q(h | x) behind the Z^2 of the "star" bound unless a caller says
+DEFAULT_Z2_SAMPLES = 100_000
 # Samples x examples x units per chunk of the sampled bounds: (chunk, B, D) activations near
 # 64 MiB. Deeper networks draw each chunk layer by layer, so this size is part of their random
 # stream: changing it changes their numbers (not their distribution).
@@ -121,6 +142,9 @@ def log_likelihood_bound(model, inference, x: Tensor, bound: str = "elbo", num_s
         x = x.unsqueeze(0)
     if bound == "exact":
         return exact_log_likelihood(model, x)
+    if bound == "star-exact":
+        return (exact_bihm_log_unnormalised(model, inference, x)
+                - exact_bihm_log_z2(model, inference).unsqueeze(-1))
     if num_samples < 1:
         raise UserError(f"the number of samples K must be at least 1, got {num_samples}")
     if generators is None:
@@ -143,12 +167,14 @@ def log_likelihood_bound(model, inference, x: Tensor, bound: str = "elbo", num_s
         for start in range(0, num_samples, chunk):
             total += draw(min(chunk, num_samples - start)).sum(1)
         return total / num_samples
-    if bound == "iw":
+    if bound in ("iw", "star-unnormalised"):
+        # p̃* averages the square roots of the same importance weights
+        power = 1.0 if bound == "iw" else 0.5
         running = torch.full((runs, batch), -math.inf, dtype=x.dtype, device=x.device)
         for start in range(0, num_samples, chunk):
             weights = draw(min(chunk, num_samples - start))
-            running = torch.logaddexp(running, torch.logsumexp(weights, 1))
-        return running - math.log(num_samples)
+            running = torch.logaddexp(running, torch.logsumexp(power * weights, 1))
+        return (running - math.log(num_samples)) / power
     raise UserError(f"unknown bound {bound!r}; valid bounds: {', '.join(BOUNDS)}")
 
 
@@ -167,6 +193,7 @@ class Evaluation:
     num_samples: int | None
     per_example: np.ndarray
     lengths: np.ndarray | None = None
+    normaliser: dict | None = None      # "star": log_z2, log_z2_se, z2_samples (subtracted)
 
     @property
     def mean(self) -> float:
@@ -184,7 +211,9 @@ class Evaluation:
 
     def summary(self) -> dict:
         summary = {"bound": self.bound, "k": self.num_samples, "mean": self.mean, "nll": self.nll,
-                   "num_examples": int(self.per_example.size)}
+                   "num_examples": int(self.per_example.size), "quantity": QUANTITY[self.bound]}
+        if self.normaliser is not None:
+            summary.update(self.normaliser)
         if self.lengths is not None:
             summary["perplexity"] = self.perplexity
         return summary
@@ -192,7 +221,8 @@ class Evaluation:
 
 def evaluate_runs(model, inference, rows, bound: str = "elbo", num_samples: int = 10,
                   batch_size: int | None = None, seeds=(0,), device="cpu", dtype=torch.float32,
-                  counts: bool = False, progress=None) -> list[Evaluation]:
+                  counts: bool = False, progress=None,
+                  z2_samples: int = DEFAULT_Z2_SAMPLES) -> list[Evaluation]:
     """The bound on every row of a split for each of the model's R runs, run r with its own seeded
     random stream `seeds[r]` (so an evaluation is reproducible, does not disturb the training
     streams, and gives a run the same numbers whichever runs it is evaluated with)."""
@@ -201,16 +231,35 @@ def evaluate_runs(model, inference, rows, bound: str = "elbo", num_samples: int 
     if bound == "exact" and sum(model.latent_sizes) > MAX_EXACT_LATENTS:
         raise UserError(f"exact log-likelihood needs at most {MAX_EXACT_LATENTS} latent units; "
                         f"this model has {sum(model.latent_sizes)}: use --bound iw")
+    if bound in STAR_BOUNDS and model.visible_kind != "bernoulli":
+        raise UserError(f"the {bound} bound (the geometric-mean model p* of P and Q) needs binary "
+                        f"visibles; use --bound iw for document models")
+    if bound == "star-exact" and (sum(model.latent_sizes) > MAX_EXACT_LATENTS
+                                  or sum(model.latent_sizes) + model.num_features
+                                  > MAX_EXACT_LATENTS):
+        raise UserError(f"the star-exact bound enumerates latents and pixels together (at most "
+                        f"{MAX_EXACT_LATENTS}); use --bound star for this model")
     if len(seeds) != model.num_runs:
         raise ValueError(f"{len(seeds)} seeds for {model.num_runs} runs")
     generators = _generators(seeds, device)
+    normalisers = [None] * model.num_runs
+    per_example_bound = bound
+    if bound == "star":
+        from models.star import estimate_log_z2
+        # Z^2 from its own streams, so the per-example samples are those of star-unnormalised.
+        log_z2, error = estimate_log_z2(model, inference, z2_samples,
+                                        _generators([s + 7_919 for s in seeds], device), dtype,
+                                        device)
+        normalisers = [{"log_z2": float(log_z2[r]), "log_z2_se": float(error[r]),
+                        "z2_samples": z2_samples} for r in range(model.num_runs)]
+        per_example_bound = "star-unnormalised"
     num_rows = rows.shape[0]
     if batch_size is None:
         batch_size = 1000 if bound == "elbo" else 100
     values, lengths = [], []
     for start in range(0, num_rows, batch_size):
         x = rows_as_tensor(rows[start:start + batch_size], dtype, device)
-        values.append(log_likelihood_bound(model, inference, x, bound, num_samples,
+        values.append(log_likelihood_bound(model, inference, x, per_example_bound, num_samples,
                                            generators).cpu())
         if counts:
             lengths.append(x.sum(-1).cpu())
@@ -218,15 +267,18 @@ def evaluate_runs(model, inference, rows, bound: str = "elbo", num_samples: int 
             progress(x.shape[0])
     per_example = torch.cat(values, 1).double().numpy()
     run_lengths = torch.cat(lengths).double().numpy() if counts else None
-    return [Evaluation(bound, None if bound == "exact" else num_samples, per_example[r],
-                       run_lengths) for r in range(model.num_runs)]
+    exact = bound in ("exact", "star-exact")
+    return [Evaluation(bound, None if exact else num_samples,
+                       per_example[r] - (normalisers[r]["log_z2"] if normalisers[r] else 0.0),
+                       run_lengths, normalisers[r]) for r in range(model.num_runs)]
 
 
 def evaluate(model, inference, rows, bound: str = "elbo", num_samples: int = 10,
              batch_size: int | None = None, seed: int = 0, device="cpu", dtype=torch.float32,
-             counts: bool = False, progress=None) -> Evaluation:
+             counts: bool = False, progress=None,
+             z2_samples: int = DEFAULT_Z2_SAMPLES) -> Evaluation:
     """`evaluate_runs` for a lone run (R = 1) with one seed."""
     if model.num_runs != 1:
         raise ValueError("evaluate() scores one run; use evaluate_runs() for stacked runs")
     return evaluate_runs(model, inference, rows, bound, num_samples, batch_size, [seed], device,
-                         dtype, counts, progress)[0]
+                         dtype, counts, progress, z2_samples)[0]

@@ -63,6 +63,12 @@ def finish_runs(group: RunGroup, code: dict, started: float) -> list[dict]:
             evaluations.append(("test", group.evaluate(
                 "test", complete, "iw", spec.test_iw_samples, seed_offsets=[-2] * len(complete),
                 limit=spec.test_examples)))
+        sweep_rows = spec.test_sweep_examples or spec.test_examples
+        for b, bound in enumerate(spec.test_sweep_bounds):
+            for i, k in enumerate(spec.test_sweep):
+                evaluations.append(("test", group.evaluate(
+                    "test", complete, bound, k, limit=sweep_rows,
+                    seed_offsets=[-3 - i - 100 * b] * len(complete))))
         for run in complete:
             group.save_best(run)
             metrics[run.index] = [metric_entry(part, by_run[run.index], run.state.best_update)

@@ -53,10 +53,27 @@ class RunSpec:
     eval_examples: int | None = None    # evaluate on the first N validation rows (None: all)
     test_examples: int | None = None    # report the test bound on the first N test rows (smoke runs)
     test_iw_samples: int = 0            # also report the iw bound with this K at the end (0: no)
+    # Also report each of `test_sweep_bounds` at each K of `test_sweep` at the end, on the first
+    # `test_sweep_examples` test rows (None: those of the test bound): estimates against K.
+    test_sweep: tuple[int, ...] = ()
+    test_sweep_bounds: tuple[str, ...] = ("iw",)
+    test_sweep_examples: int | None = None
     device: str = "cpu"
     options: dict[str, Any] = field(default_factory=dict)  # algorithm options (--set)
 
     def __post_init__(self):
+        # Lists (from TOML, JSON records, --set) and tuples are the same sweep.
+        object.__setattr__(self, "test_sweep", tuple(int(k) for k in self.test_sweep))
+        object.__setattr__(self, "test_sweep_bounds", tuple(self.test_sweep_bounds))
+        if any(k < 1 for k in self.test_sweep):
+            raise UserError(f"test_sweep holds numbers of samples K >= 1, got {list(self.test_sweep)}")
+        unknown = []
+        if self.test_sweep:  # evaluation imports torch: only then (not at CLI parse time)
+            from bench.evaluation import BOUNDS
+            unknown = [b for b in self.test_sweep_bounds if b not in BOUNDS or b.endswith("exact")]
+        if unknown:
+            raise UserError(f"test_sweep_bounds: unknown or unsampled bound(s) {', '.join(unknown)}; "
+                            f"valid: {', '.join(b for b in BOUNDS if not b.endswith('exact'))}")
         if self.optimizer not in OPTIMIZERS:
             raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
         if self.device.split(":")[0] not in DEVICES:

@@ -180,3 +180,27 @@ def multisample_bound_by_counts(model, inference, x: Tensor, num_samples: int) -
     log_counts = torch.where(counts > 0, counts.log(), -math.inf)             # (C, M)
     value = torch.logsumexp(log_counts.view(1, *counts.shape, 1) + log_w.unsqueeze(1), 2)
     return (log_probability.exp() * (value - math.log(num_samples))).sum(1)
+
+
+# -- bidirectional Helmholtz machines (algorithms/bihm.py) -----------------------------------------
+
+
+def exact_bihm_log_unnormalised(model, inference, x: Tensor) -> Tensor:
+    """log p̃*(x) = 2 log sum_h sqrt(P(x, h) Q(h | x)) for each row of x, (R, B): the
+    unnormalised marginal of the bidirectional Helmholtz machine of P and Q (Bornschein et al.
+    2016), at most log P(x) (Cauchy-Schwarz)."""
+    chunks = [0.5 * (model.log_joint(x, h) + inference.log_prob(x, h))
+              for h in latent_configurations(model.latent_sizes, x.dtype, x.device,
+                                             _chunk_for(x.shape[-2]))]
+    return 2 * torch.logsumexp(torch.cat(chunks, 1), 1)
+
+
+def exact_bihm_log_z2(model, inference) -> Tensor:
+    """log Z^2 = log sum_x p̃*(x), (R,), for a binary-visible model small enough to enumerate x:
+    the normaliser of p*(x) = p̃*(x) / Z^2."""
+    if model.visible_kind != "bernoulli":
+        raise ValueError("the exact normaliser enumerates x: binary visibles only")
+    _check_size(tuple(model.latent_sizes) + (model.num_features,))
+    dtype = model.prior.bias.dtype
+    xs = binary_configurations(model.num_features, dtype, model.prior.bias.device).unsqueeze(0)
+    return torch.logsumexp(exact_bihm_log_unnormalised(model, inference, xs), -1)

@@ -457,3 +457,43 @@ def test_a_malformed_published_file_is_one_line(tmp_path):
     (tmp_path / "kind.csv").write_text(PUBLISHED_FIXTURE.replace(",elbo,1,", ",iwae,1,", 1))
     with pytest.raises(UserError, match="bound must be one of elbo, importance-sampled"):
         read_published("kind", tmp_path)
+
+
+def test_estimates_against_k_come_from_the_records_one_quantity_per_table(tmp_path):
+    """A budget's test_sweep gives sweep.md/csv/png: per bound, the mean NLL at each K over
+    seeds, the normaliser of p* beside it; a test_iw_samples bound of the same K is not counted
+    twice (the sweep's entry, recorded last, is the one)."""
+    suite = suites.load("bihm")
+    cells = suites.expand(suite, BUDGET, 2)
+    assert all(c.spec.test_sweep == (1, 10) for c in cells)
+    for cell in cells:
+        record = fake_record(cell, nll=300.0)
+        seed = cell.spec.seed
+        record["metrics"].append({"split": "test", "bound": "iw", "k": 10, "nll": 999.0,
+                                  "num_examples": 100, "quantity": "p"})
+        for k, nll in ((1, 290.0), (10, 280.0 + seed)):
+            record["metrics"].append({"split": "test", "bound": "iw", "k": k, "nll": nll,
+                                      "num_examples": 20, "quantity": "p"})
+            record["metrics"].append({"split": "test", "bound": "star", "k": k, "nll": nll - 20,
+                                      "num_examples": 20, "quantity": "p*", "log_z2": -3.0,
+                                      "log_z2_se": 0.1 + seed, "z2_samples": 100_000})
+        write_fixture(cell_dir(tmp_path, suite, cell), record)
+    reporting.write_report(suite, BUDGET, tmp_path / "runs", tmp_path / "results", seeds=2)
+    out = tmp_path / "results" / "bihm" / BUDGET
+    rows = pd.read_csv(out / "sweep.csv", dtype={"model": str})
+    bihm = rows[(rows.estimator == "BiHM") & (rows.model == "sbn:200-200-200")]
+    iw10 = bihm[(bihm.bound == "iw") & (bihm.k == 10)].iloc[0]
+    assert iw10.nll == pytest.approx(280.5) and iw10.n == 2      # not 999: the sweep's entry
+    star = bihm[(bihm.bound == "star") & (bihm.k == 1)].iloc[0]
+    assert star.quantity == "p*" and star.log_z2_se == pytest.approx(1.1)   # the larger error
+    markdown = (out / "sweep.md").read_text()
+    assert "## log p*(x) = log p̃*(x) - log Ẑ² (model p*)" in markdown
+    assert "-3.000 ± 1.100 (100,000)" in markdown
+    assert (out / "sweep.png").stat().st_size > 0
+
+
+def test_a_sweep_of_an_unsampled_bound_is_refused_in_one_line():
+    from bench.specs import RunSpec
+    with pytest.raises(UserError, match="unknown or unsampled bound.*star-exact"):
+        RunSpec(test_sweep=[1, 10], test_sweep_bounds=["iw", "star-exact"])
+    assert RunSpec(test_sweep=[1, 10]).test_sweep == (1, 10)

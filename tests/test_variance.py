@@ -83,10 +83,12 @@ def test_common_random_numbers_and_the_bias_on_a_tiny_model(tmp_path, data_mirro
                                VarianceSettings(updates=5, checkpoints=1, replicates=400),
                                tmp_path / "state.pt", progress=False)
     table = pd.DataFrame(rows).set_index(["estimator", "update", "group"])
-    # Single-sample estimators draw the same uniforms: their model updates are the same samples.
+    # Single-sample estimators draw the same uniforms: their model updates are the same samples
+    # (up to rounding: ARM scores its samples with a sample dimension of one; independent samples
+    # would differ by several per cent at 400 replicates).
     for name in ("nvil", "arm"):
-        assert table.loc[(name, 5, "model"), "variance"] == table.loc[("reinforce", 5, "model"),
-                                                                      "variance"]
+        assert table.loc[(name, 5, "model"), "variance"] == pytest.approx(
+            table.loc[("reinforce", 5, "model"), "variance"], rel=1e-7)
     # The leave-one-out baseline is the point of RLOO: far less variance than REINFORCE's Q update.
     assert table.loc[("rloo", 5, "inference"), "variance"] < 0.01 * table.loc[
         ("reinforce", 5, "inference"), "variance"]

@@ -12,6 +12,9 @@ its tables), and writes to `<results_dir>/<suite>/<budget>/`:
     throughput.md, throughput.csv    updates/s and examples/s per algorithm and model
     figure.png, figure.csv           the validation bound against updates (suites with [figure])
     figure_seconds.png               the same against training seconds
+    published.md, published.csv      other papers' numbers with their protocols (`[table] published`)
+    sweep.md, sweep.csv, sweep.png   test NLL against the number of samples K (a budget's
+                                     `test_sweep`), per sampled bound
     records/<run name>/              a copy of each record.json and curve.csv (never checkpoints)
 
 Every file states the suite, the budget, the number of seeds, the bound and the command.
@@ -21,6 +24,8 @@ One module per concern:
 
     cells.py       a cell's record read into a CellResult; seeds summarised (Summary)
     paper.py       the paper's numbers (results/paper/NAME.csv)
+    published.py   other papers' numbers with their protocols, beside ours
+    sweep.py       estimates against K
     table.py       the table built from cell results and the paper's numbers
     render.py      the table as Markdown, CSV and LaTeX
     throughput.py  the throughput table

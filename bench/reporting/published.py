@@ -41,7 +41,8 @@ class PublishedNumber:
     split: str            # train/valid/test sizes
     evaluated_on: str     # train | test
     bound: str            # elbo | importance-sampled
-    bound_samples: int    # samples of the bound: 1 for the ELBO, K for an importance-sampled one
+    bound_samples: int    # samples of the bound: 1 for the ELBO, K for an importance-sampled one,
+    #                       0 where the source does not say
     optimizer: str
     steps: str
     train_samples: str    # K per example in training (multi-sample estimators)
@@ -64,7 +65,7 @@ def read_published(name: str | None, paper_dir: Path = PAPER_DIR) -> list[Publis
             try:
                 number = PublishedNumber(**{**{k: row[k] for k in COLUMNS},
                                             "value": float(row["value"]),
-                                            "bound_samples": int(row["bound_samples"])})
+                                            "bound_samples": int(row["bound_samples"] or 0)})
             except (KeyError, TypeError, ValueError) as error:
                 raise UserError(f"{path} line {line} is malformed ({error}); columns: "
                                 f"{', '.join(COLUMNS)}") from None
@@ -86,7 +87,8 @@ def comparability(number: PublishedNumber, our_samples: int | None) -> str:
         return "no: " + "; ".join(reasons)
     notes = ["same data, split and kind of bound; optimizer and budget differ"]
     if number.bound == "importance-sampled" and our_samples and our_samples != number.bound_samples:
-        notes.append(f"K = {number.bound_samples:,} (ours {our_samples:,})")
+        stated = f"{number.bound_samples:,}" if number.bound_samples else "not stated"
+        notes.append(f"K = {stated} (ours {our_samples:,})")
     return "yes: " + "; ".join(notes)
 
 
@@ -138,7 +140,8 @@ def published_markdown(rows: list[dict], header: list[str]) -> str:
     lines.append("|" + "---|" * len(head))
     for row in rows:
         bound = ("ELBO" if row["bound"] == "elbo"
-                 else f"IS, K = {row['bound_samples']:,}")
+                 else f"IS, K = {row['bound_samples']:,}" if row["bound_samples"]
+                 else "IS, K not stated")
         ours = (f"{fmt(row['ours'], 1)} (n={row['ours_n']}; {row['ours_bound']})"
                 if row["ours"] is not None
                 else "not run" if row["in_suite"] else "not in this suite")

@@ -29,6 +29,7 @@ from bench.reporting.published import (
     read_published,
 )
 from bench.reporting.render import table_csv, table_grid, table_latex, table_markdown
+from bench.reporting.sweep import draw_sweep, sweep_csv, sweep_markdown, sweep_rows
 from bench.reporting.table import Table, build_table
 from bench.reporting.throughput import (
     throughput_csv,
@@ -87,6 +88,14 @@ def write_report(suite: Suite, budget: str | None, runs_dir: Path, results_dir: 
         atomic_write_text(out / "published.csv", published_csv(
             rows, {"suite": suite.name, "budget": budget, "seeds": seeds, "command": command}))
         files += [out / "published.md", out / "published.csv"]
+
+    if any(c.spec.test_sweep for c in cells):
+        rows = sweep_rows(results, suite.table.column_label)
+        atomic_write_text(out / "sweep.md", sweep_markdown(rows, header))
+        atomic_write_text(out / "sweep.csv", sweep_csv(
+            rows, {"suite": suite.name, "budget": budget, "seeds": seeds, "command": command}))
+        draw_sweep(rows, out / "sweep.png", f"suite {suite.name}, budget {budget}, seeds {seeds}")
+        files += [out / "sweep.md", out / "sweep.csv", out / "sweep.png"]
 
     throughput = throughput_rows(results)
     short_header = header[:3] + header[-2:-1]

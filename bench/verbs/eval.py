@@ -14,7 +14,14 @@ def add_parser(subparsers) -> None:
                     "without retraining.")
     parser.add_argument("run", help="run directory (holding record.json and best.pt)")
     parser.add_argument("--k", type=int, default=5000, help="number of importance samples")
-    parser.add_argument("--bound", default="iw", help="iw (default), elbo or exact")
+    parser.add_argument("--bound", default="iw",
+                        help="iw (default), elbo or exact: bounds on the model P; star, "
+                             "star-unnormalised or star-exact: the geometric-mean model p* of P "
+                             "and Q (bidirectional Helmholtz machines), p̃*(x) without its "
+                             "normaliser, or exactly on tiny models")
+    parser.add_argument("--z2-samples", type=int, default=None, metavar="N",
+                        help="samples of P and Q behind the normaliser Z^2 of --bound star "
+                             "(default 100,000)")
     parser.add_argument("--split", default="test", help="test (default), valid or train")
     add_run_options(parser)
     parser.set_defaults(func=run)
@@ -44,6 +51,12 @@ def run(args) -> int:
         spec = dataclasses.replace(spec, device=args.device)
     built = build(spec, data_dir=args.data_dir)
     load_best(built, best_path)
+    from bench.evaluation import BOUNDS, DEFAULT_Z2_SAMPLES
+    if args.bound not in BOUNDS:
+        raise UserError(f"unknown bound {args.bound!r}; valid bounds: {', '.join(BOUNDS)}")
+    z2_samples = args.z2_samples if args.z2_samples is not None else DEFAULT_Z2_SAMPLES
+    if z2_samples < 2:
+        raise UserError("--z2-samples must be at least 2 (the standard error needs two)")
     rows = getattr(built.data, args.split)
     # The same rows as the record's other metrics of this split, so the bounds are comparable.
     limit = {"test": spec.test_examples, "valid": spec.eval_examples}.get(args.split)
@@ -53,13 +66,18 @@ def run(args) -> int:
               disable=not progress) as bar:
         evaluation = evaluate(built.algorithm.model, built.algorithm.inference, rows, args.bound,
                               args.k, seed=spec.seed * 1_000_003 - 3, device=built.device,
-                              counts=built.data.kind == "counts", progress=bar.update)
+                              counts=built.data.kind == "counts", progress=bar.update,
+                              z2_samples=z2_samples)
     entry = metric_entry(args.split, evaluation, record.get("best_update"))
     record["metrics"] = [m for m in record["metrics"]
                          if (m["split"], m["bound"], m["k"]) != (entry["split"], entry["bound"], entry["k"])]
     record["metrics"].append(entry)
     write_record(run_dir, record)
-    line = f"{args.split} {args.bound} (K={entry['k']}): NLL {entry['nll']:.2f} nats"
+    line = (f"{args.split} {args.bound} (K={entry['k']}, model {entry['quantity']}): NLL "
+            f"{entry['nll']:.2f} nats")
+    if "log_z2" in entry:
+        line += (f"; log Z^2 = {entry['log_z2']:.3f} ± {entry['log_z2_se']:.3f} "
+                 f"({entry['z2_samples']:,} samples)")
     if "perplexity" in entry:
         line += f", perplexity {entry['perplexity']:.1f}"
     print(line)
