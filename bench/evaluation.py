@@ -61,6 +61,13 @@ QUANTITY = {"elbo": "p", "iw": "p", "exact": "p", "star-unnormalised": "p~*", "s
 STAR_BOUNDS = ("star-unnormalised", "star", "star-exact")
 #: pairs (x, h) ~ P, h' ~ Q(h | x) behind the Z^2 of the "star" bound unless a caller says
 DEFAULT_Z2_SAMPLES = 100_000
+#: offset of a run's Z^2 stream from its seed's evaluation streams (training and `bench eval`)
+Z2_SEED_OFFSET = -99
+
+
+def z2_seed(run_seed: int) -> int:
+    """The seed of a run's Z^2 estimate: one per run, whatever K or split is scored."""
+    return run_seed * 1_000_003 + Z2_SEED_OFFSET
 # Samples x examples x units per chunk of the sampled bounds: (chunk, B, D) activations near
 # 64 MiB. Deeper networks draw each chunk layer by layer, so this size is part of their random
 # stream: changing it changes their numbers (not their distribution).
@@ -222,10 +229,12 @@ class Evaluation:
 def evaluate_runs(model, inference, rows, bound: str = "elbo", num_samples: int = 10,
                   batch_size: int | None = None, seeds=(0,), device="cpu", dtype=torch.float32,
                   counts: bool = False, progress=None,
-                  z2_samples: int = DEFAULT_Z2_SAMPLES) -> list[Evaluation]:
+                  z2_samples: int = DEFAULT_Z2_SAMPLES, z2_seeds=None) -> list[Evaluation]:
     """The bound on every row of a split for each of the model's R runs, run r with its own seeded
     random stream `seeds[r]` (so an evaluation is reproducible, does not disturb the training
-    streams, and gives a run the same numbers whichever runs it is evaluated with)."""
+    streams, and gives a run the same numbers whichever runs it is evaluated with). The "star"
+    bound's Z^2 comes from its own streams, `z2_seeds` (default: derived from `seeds`): callers
+    that score several K give every K the same seeds, so the K share one estimate of Z^2."""
     if bound not in BOUNDS:
         raise UserError(f"unknown bound {bound!r}; valid bounds: {', '.join(BOUNDS)}")
     if bound == "exact" and sum(model.latent_sizes) > MAX_EXACT_LATENTS:
@@ -247,9 +256,9 @@ def evaluate_runs(model, inference, rows, bound: str = "elbo", num_samples: int 
     if bound == "star":
         from models.star import estimate_log_z2
         # Z^2 from its own streams, so the per-example samples are those of star-unnormalised.
+        z2_seeds = [s + 7_919 for s in seeds] if z2_seeds is None else list(z2_seeds)
         log_z2, error = estimate_log_z2(model, inference, z2_samples,
-                                        _generators([s + 7_919 for s in seeds], device), dtype,
-                                        device)
+                                        _generators(z2_seeds, device), dtype, device)
         normalisers = [{"log_z2": float(log_z2[r]), "log_z2_se": float(error[r]),
                         "z2_samples": z2_samples} for r in range(model.num_runs)]
         per_example_bound = "star-unnormalised"
@@ -276,9 +285,10 @@ def evaluate_runs(model, inference, rows, bound: str = "elbo", num_samples: int 
 def evaluate(model, inference, rows, bound: str = "elbo", num_samples: int = 10,
              batch_size: int | None = None, seed: int = 0, device="cpu", dtype=torch.float32,
              counts: bool = False, progress=None,
-             z2_samples: int = DEFAULT_Z2_SAMPLES) -> Evaluation:
+             z2_samples: int = DEFAULT_Z2_SAMPLES, z2_seed: int | None = None) -> Evaluation:
     """`evaluate_runs` for a lone run (R = 1) with one seed."""
     if model.num_runs != 1:
         raise ValueError("evaluate() scores one run; use evaluate_runs() for stacked runs")
     return evaluate_runs(model, inference, rows, bound, num_samples, batch_size, [seed], device,
-                         dtype, counts, progress, z2_samples)[0]
+                         dtype, counts, progress, z2_samples,
+                         None if z2_seed is None else [z2_seed])[0]

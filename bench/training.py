@@ -35,7 +35,7 @@ import torch
 import algorithms
 import datasets
 from bench.errors import UserError
-from bench.evaluation import Evaluation, evaluate_runs, rows_as_tensor
+from bench.evaluation import Evaluation, evaluate_runs, rows_as_tensor, z2_seed
 from bench.io import atomic_torch_save, atomic_write_text
 from bench.layout import BEST, CHECKPOINT, CURVE  # the run directory's file names (re-exported)
 from bench.optim import RunOptimizer
@@ -351,7 +351,8 @@ class RunGroup:
         evaluations = evaluate_runs(model, inference, rows, bound,
                                     num_samples or self.specs[0].eval_samples, seeds=seeds,
                                     device=self.built.device, dtype=self.batch.dtype,
-                                    counts=data.kind == "counts")
+                                    counts=data.kind == "counts",
+                                    z2_seeds=[z2_seed(run.spec.seed) for run in self.runs])
         return {run.index: evaluations[run.index] for run in runs}
 
     def validate(self, runs: list[Run]) -> None:

@@ -203,3 +203,18 @@ def test_star_bounds_refuse_documents_in_one_line():
     model, q_net, x = tiny_problem("doc-sbn:2", num_features=6, seed=0)
     with pytest.raises(UserError, match="needs binary visibles; use --bound iw"):
         evaluate(model, q_net, x[0].numpy(), "star", num_samples=5)
+
+
+def test_every_k_of_a_run_shares_one_estimate_of_z2():
+    """Z^2 comes from its own seeded streams, so scoring several K (the sweep) subtracts the same
+    estimate from each: the estimates against K differ by the samples of p̃* only."""
+    from bench.evaluation import evaluate
+    model, q_net, x = tiny_problem("sbn:2", num_features=4, batch_size=10, seed=9)
+    rows = x[0].numpy()
+    first, second = (evaluate(model, q_net, rows, "star", num_samples=k, seed=k,
+                              dtype=torch.float64, z2_samples=500, z2_seed=11)
+                     for k in (3, 30))
+    assert first.normaliser == second.normaliser
+    other = evaluate(model, q_net, rows, "star", num_samples=3, seed=3, dtype=torch.float64,
+                     z2_samples=500, z2_seed=12)
+    assert other.normaliser["log_z2"] != first.normaliser["log_z2"]

@@ -23,6 +23,10 @@ def add_parser(subparsers) -> None:
                         help="samples of P and Q behind the normaliser Z^2 of --bound star "
                              "(default 100,000)")
     parser.add_argument("--split", default="test", help="test (default), valid or train")
+    parser.add_argument("--examples", type=int, default=None, metavar="N",
+                        help="score the first N rows of the split (default: the rows of the "
+                             "record's other metrics of that split, e.g. a budget's test_examples; "
+                             "a budget's test_sweep_examples for its sweep)")
     add_run_options(parser)
     parser.set_defaults(func=run)
 
@@ -51,7 +55,7 @@ def run(args) -> int:
         spec = dataclasses.replace(spec, device=args.device)
     built = build(spec, data_dir=args.data_dir)
     load_best(built, best_path)
-    from bench.evaluation import BOUNDS, DEFAULT_Z2_SAMPLES
+    from bench.evaluation import BOUNDS, DEFAULT_Z2_SAMPLES, z2_seed
     if args.bound not in BOUNDS:
         raise UserError(f"unknown bound {args.bound!r}; valid bounds: {', '.join(BOUNDS)}")
     z2_samples = args.z2_samples if args.z2_samples is not None else DEFAULT_Z2_SAMPLES
@@ -60,6 +64,10 @@ def run(args) -> int:
     rows = getattr(built.data, args.split)
     # The same rows as the record's other metrics of this split, so the bounds are comparable.
     limit = {"test": spec.test_examples, "valid": spec.eval_examples}.get(args.split)
+    if args.examples is not None:
+        if args.examples < 1:
+            raise UserError("--examples must be at least 1")
+        limit = args.examples
     if limit is not None:
         rows = rows[:limit]
     with tqdm(total=rows.shape[0], desc=f"{args.bound} K={args.k}", unit="ex",
@@ -67,7 +75,7 @@ def run(args) -> int:
         evaluation = evaluate(built.algorithm.model, built.algorithm.inference, rows, args.bound,
                               args.k, seed=spec.seed * 1_000_003 - 3, device=built.device,
                               counts=built.data.kind == "counts", progress=bar.update,
-                              z2_samples=z2_samples)
+                              z2_samples=z2_samples, z2_seed=z2_seed(spec.seed))
     entry = metric_entry(args.split, evaluation, record.get("best_update"))
     record["metrics"] = [m for m in record["metrics"]
                          if (m["split"], m["bound"], m["k"]) != (entry["split"], entry["bound"], entry["k"])]
