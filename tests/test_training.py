@@ -268,3 +268,21 @@ def test_the_curve_has_the_mean_training_metrics_of_each_interval(tmp_path):
             expected = torch.stack(interval)[:, r].double().mean().item()
             assert float(row["train_bound"]) == pytest.approx(expected, rel=1e-6)
         assert float(rows[1]["train_signal_scale"]) >= 1.0
+
+
+def test_eval_adds_the_geometric_mean_model_with_one_normaliser_per_run(tmp_path):
+    spec = RunSpec(algorithm="bihm", updates=40, **SMALL)
+    train_run(spec, tmp_path, progress=False)
+    for k in ("5", "50"):
+        result = bench("eval", str(tmp_path), "--bound", "star", "--k", k, "--examples", "30",
+                       "--z2-samples", "2000", "--threads", "1")
+        assert result.returncode == 0, result.stderr
+        assert "model p*" in result.stdout and "log Z^2 = " in result.stdout
+    star = [m for m in read_record(tmp_path)["metrics"] if m["bound"] == "star"]
+    assert [m["k"] for m in star] == [5, 50] and {m["num_examples"] for m in star} == {30}
+    assert star[0]["log_z2"] == star[1]["log_z2"] and star[0]["z2_samples"] == 2000
+    assert star[0]["log_z2"] <= 0.5          # Z^2 <= 1, up to the estimate's error
+    assert all(m["quantity"] == "p*" for m in star)
+    result = bench("eval", str(tmp_path), "--bound", "nosuch")
+    assert result.returncode == 2 and "valid bounds: elbo, iw, exact, star-unnormalised" in (
+        result.stderr)
