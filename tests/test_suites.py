@@ -348,7 +348,7 @@ def test_protocol_docs_cells_stack_by_initial_scale():
     assert {c.row for c in cells} == {"SGD 3e-5 (paper)", "SGD 1e-4", "SGD 3e-4", "SGD 1e-3",
                                       "SGD 3e-4, init 0.01", "SGD 1e-3, init 0.01"}
     # one group per initial scale
-    assert stacked_groups([c.spec for c in cells], 16) == [list(range(8)), [8, 9]]
+    assert stacked_groups([c.spec for c in cells], 16) == [list(range(10)), [10, 11]]
 
 
 def test_run_k_sets_the_importance_sampled_test_bound_of_every_cell(tmp_path, capsys):
