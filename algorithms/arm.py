@@ -138,8 +138,12 @@ class ARM(Algorithm):
             batch = x.shape[-2]
             log_w_branches = (self.model.log_joint(x, stacked)
                               - self.inference.log_prob(x, stacked)).view(-1, n, K, batch)
-            log_w = (self.model.log_joint(x, trajectory)
-                     - self.inference.log_prob(x, trajectory))                  # (R, K, B)
+        # The trajectory's log P and log Q, each computed once: the model's update differentiates
+        # log P, the weights' φ term log Q (from the layers' logits, no second inference pass).
+        log_joint = self.model.log_joint(x, trajectory)                          # (R, K, B)
+        log_q = self.trajectory_log_prob(trajectory, logits)                     # (R, K, B)
+        with torch.no_grad():
+            log_w = log_joint - log_q                                            # (R, K, B)
             log_k = math.log(K)
             bound = torch.logsumexp(log_w, 1) - log_k                            # L̂, (R, B)
             # L̂ with sample k's trajectory replaced by its branch t, (R, n, K, B)
@@ -147,7 +151,6 @@ class ARM(Algorithm):
                                        log_w_branches) - log_k
             difference = replaced - bound.view(-1, 1, 1, batch)
             normalised = torch.softmax(log_w, 1)                                 # w̃_k
-        log_joint = self.model.log_joint(x, trajectory)                          # (R, K, B)
         inference_loss = 0.0
         for t in range(n):
             u, sample, flipped = pairs[t]
@@ -156,7 +159,6 @@ class ARM(Algorithm):
         if K > 1:
             # The weights' own dependence on φ: ∇φ log w_k = -∇φ log Q(h_k), weighted by w̃_k;
             # the 1/K subtracted has zero mean (E ∇ log Q = 0) and makes it vanish for K = 1.
-            log_q = self.trajectory_log_prob(trajectory, logits)                 # (R, K, B)
             inference_loss = inference_loss - ((1.0 / K - normalised) * log_q).sum()
         return StepResult(losses={"model": -(normalised * log_joint).sum(),
                                   "inference": inference_loss},

@@ -163,8 +163,13 @@ class Algorithm(nn.Module):
     def claimed_update(self, x: Tensor) -> dict[str, list[Tensor]]:
         """The exact expected value of -grad(losses[group]) for every run, per parameter tensor
         of each checked group: by default the gradients of `exact_objectives`."""
+        return self.group_gradients(self.exact_objectives(x))
+
+    def group_gradients(self, objectives: dict[str, Tensor]) -> dict[str, list[Tensor]]:
+        """{group: the gradient of objectives[group] (summed over runs) with respect to each of
+        that group's parameters}, zeros where a parameter does not enter: the form of every
+        claim, whether of exact objectives or of surrogates with constants held fixed."""
         groups = self.parameter_groups()
-        objectives = self.exact_objectives(x)
         return {g: [torch.zeros_like(p) if grad is None else grad for p, grad in zip(
                     groups[g], torch.autograd.grad(objectives[g].sum(), groups[g],
                                                    retain_graph=True, allow_unused=True),

@@ -116,15 +116,9 @@ class BiHM(SamplesFromQ, Algorithm):
         with torch.no_grad():
             probability = log_q.sum(1).exp()                           # (R, T, B)
             weights = torch.softmax(0.5 * (log_p - log_q), 1)
-        surrogates = {"model": (probability * (weights * log_p).sum(1)).sum(),
-                      "inference": (probability * ((weights - 1.0 / K) * log_q).sum(1)).sum()}
-        groups = self.parameter_groups()
-        claims = {}
-        for g, objective in surrogates.items():
-            grads = torch.autograd.grad(objective, groups[g], retain_graph=True, allow_unused=True)
-            claims[g] = [torch.zeros_like(p) if grad is None else grad
-                         for p, grad in zip(groups[g], grads, strict=True)]
-        return claims
+        return self.group_gradients({
+            "model": (probability * (weights * log_p).sum(1)).sum(),
+            "inference": (probability * ((weights - 1.0 / K) * log_q).sum(1)).sum()})
 
     def exact_objectives(self, x: Tensor) -> dict[str, Tensor]:
         """What both updates tend to as K grows: log p̃*(x), summed over the minibatch."""

@@ -189,13 +189,7 @@ class RWS(SamplesFromQ, Algorithm):
         inference = (self.wake_weight.view(-1) * wake_surrogate).sum()
         if self.sleep:
             inference = inference + self._sleep_objective(x).sum()
-        groups = self.parameter_groups()
-        claims = {}
-        for g, objective in (("model", model_surrogate.sum()), ("inference", inference)):
-            grads = torch.autograd.grad(objective, groups[g], retain_graph=True, allow_unused=True)
-            claims[g] = [torch.zeros_like(p) if grad is None else grad
-                         for p, grad in zip(groups[g], grads, strict=True)]
-        return claims
+        return self.group_gradients({"model": model_surrogate, "inference": inference})
 
     def exact_objectives(self, x: Tensor) -> dict[str, Tensor]:
         """What the updates estimate, each exactly in the limit K -> infinity (for finite K the
