@@ -71,6 +71,7 @@ class ARMOptions:
 
 class ARM(Algorithm):
     name = "arm"
+    latent_kinds = frozenset({"binary"})
     Options = ARMOptions
     presets = {"": {}}
     structural_options = ()

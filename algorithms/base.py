@@ -15,6 +15,8 @@ a lone run is R = 1.
                                                         options.inference_lr_scale)
     noise(x) -> {name: [Noise]}                         the random numbers one update needs
     step(x, noise) -> StepResult                        one update of every run
+    posterior_noise(x), posterior_latents(x, noise)     latents inferred for x (default: Q's
+                                                        sample), for reconstructions
 
 Shapes: x is (R, B, D), one minibatch per run; `noise` is the request of `noise(x)` filled by the
 harness from each run's own generator (models/noise.py), every tensor (R, *shape). The estimator
@@ -47,10 +49,14 @@ For the bias check (`python -m bench check`), an estimator says what its expecte
     scaled_groups -> groups where a positive rescaling per parameter tensor is allowed
         (variance normalisation rescales the inference network's update),
     check_steps -> how many steps the Monte Carlo check averages by default,
-    check_model -> the tiny model it uses by default (sbn:2-3).
+    check_model -> the tiny model it uses by default (sbn:2-3),
+    latent_kinds -> the kinds of latent units it handles (binary, gaussian; default both),
+    validation_bound -> the bound runs are validated and tested with by default ("elbo"; "ais"
+        for an estimator that trains no inference network).
 
 The check computes the exact expected update by enumerating every value the Bernoulli noise of
-one update can take (models/noise.py, `enumerating`), and compares.
+one update can take (models/noise.py, `enumerating`), and for normal noise the nodes of a
+Gauss-Hermite rule with their weights (models/quadrature.py), and compares.
 
 For the harness, an estimator also declares its paper's learning rates by dataset
 (`paper_learning_rates`, merged with the base's document-dataset rates). Names resolve to classes
@@ -99,9 +105,22 @@ class Algorithm(nn.Module):
     #: why the exact check cannot enumerate this estimator's noise (uniforms used continuously,
     #: as a relaxation does); empty: it can. Saves building thousands of copies to find out.
     not_enumerable: ClassVar[str] = ""
+    #: the kinds of latent units the estimator handles ("binary": Bernoulli layers, "gaussian":
+    #: models/gaussian.py); a model with any other kind is refused with a one-line error
+    latent_kinds: ClassVar[frozenset[str]] = frozenset({"binary", "gaussian"})
+    #: the bound the harness validates and tests with when a spec names none (bench/specs.py,
+    #: `eval_bound`): "elbo" needs a trained inference network; an estimator that trains none
+    #: says "ais" (annealed importance sampling, models/ais.py), which needs no Q
+    validation_bound: ClassVar[str] = "elbo"
 
     def __init__(self, model: nn.Module, inference: nn.Module, options, generators=None):
         super().__init__()
+        kinds = set(getattr(model, "latent_kinds", ())) | set(getattr(inference, "latent_kinds", ()))
+        if not kinds <= self.latent_kinds:
+            raise UserError(f"{self.name} handles {' and '.join(sorted(self.latent_kinds))} latent "
+                            f"units, not {' and '.join(sorted(kinds - self.latent_kinds))}: choose "
+                            f"a model of the right kind, or an estimator that `python -m bench "
+                            f"list` shows for it")
         self.model = model
         self.inference = inference
         runs = model.num_runs
@@ -156,6 +175,16 @@ class Algorithm(nn.Module):
 
     def step(self, x: Tensor, noise: dict[str, list[Tensor]]) -> StepResult:
         raise NotImplementedError
+
+    def posterior_noise(self, x: Tensor) -> dict[str, list[Noise]]:
+        """The noise `posterior_latents` needs (default: one sample of Q per example)."""
+        return {"q": self.inference.noise(x.shape[-2])}
+
+    def posterior_latents(self, x: Tensor, noise) -> list[Tensor]:
+        """Latents inferred for x (R, B, D), h[j] (R, B, H_j), from the noise of
+        `posterior_noise`: what reconstructions are made from (bench/reconstruction.py). By
+        default a sample of Q; an estimator that infers otherwise (MCMC) says how."""
+        return self.inference.sample(x, noise["q"])[0]
 
     def exact_objectives(self, x: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError(f"{self.name} does not declare exact objectives for the bias check")
@@ -244,7 +273,10 @@ class SamplesFromQ:
     """For estimators that draw K = `options.num_samples` samples from Q per example (listed
     before `Algorithm` in the bases; `num_samples` structural): `self.num_samples`, the noise
     "q" (one uniform per latent unit of each sample, (R, K, B, H_j)), K model evaluations per
-    example, and `sample_from_q`, the start of such a step."""
+    example, and `sample_from_q`, the start of such a step. Binary latents only: their claims (the
+    K-sample bound and its relatives, models/exact.py) enumerate binary samples."""
+
+    latent_kinds = frozenset({"binary"})
 
     def __init__(self, model, inference, options, generators=None):
         super().__init__(model, inference, options, generators)

@@ -236,6 +236,7 @@ def conditional_logistic(logits: Tensor, b: Tensor, v: Tensor) -> Tensor:
 
 class REBAR(Algorithm):
     name = "rebar"
+    latent_kinds = frozenset({"binary"})
     Options = REBAROptions
     presets = {
         "": {},

@@ -45,6 +45,8 @@ from algorithms.reinforce import Reinforce
 from algorithms.relax import RELAX
 from algorithms.rloo import RLOO
 from algorithms.rws import RWS
+from algorithms.short_run import ShortRun
+from algorithms.vae import VAE
 from algorithms.vimco import VIMCO
 from algorithms.wake_sleep import WakeSleep
 from bench.errors import UserError, unknown_name
@@ -52,7 +54,7 @@ from bench.errors import UserError, unknown_name
 ENTRY_POINT_GROUP = "nvil_bench.algorithms"
 #: the suite's own estimators; a new one in algorithms/ is added here
 BUILTIN: dict[str, type[Algorithm]] = {cls.name: cls for cls in (
-    NVIL, WakeSleep, Reinforce, RWS, RLOO, VIMCO, ARM, DisARM, REBAR, RELAX, BiHM,
+    NVIL, WakeSleep, Reinforce, RWS, RLOO, VIMCO, ARM, DisARM, REBAR, RELAX, BiHM, VAE, ShortRun,
 )}
 SYNTAX = "package.module:Class[:PRESET]"
 

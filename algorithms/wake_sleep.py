@@ -34,6 +34,8 @@ class WakeSleepOptions:
 
 class WakeSleep(Algorithm):
     name = "wake-sleep"
+    # the claim (models/exact.py: exact_sleep_objective) enumerates binary latents
+    latent_kinds = frozenset({"binary"})
     Options = WakeSleepOptions
     presets = {"": {}}
     structural_options = ()

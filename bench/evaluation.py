@@ -3,7 +3,10 @@ inference network, whatever trained them.
 
     elbo   (the paper's metric, §4.1):  (1/K) sum_k [log P(x, h_k) - log Q(h_k | x)],  K = 10
     iw     importance-sampled bound:    log (1/K) sum_k P(x, h_k) / Q(h_k | x),        any K
-    exact  log P(x) by enumeration, for models with at most 20 latent units
+    exact  log P(x) by enumeration, for models with at most 20 latent units (Gaussian latents:
+           by numerical integration over at most 2 Gaussian units, models/exact.py)
+    ais    annealed importance sampling from the prior (models/ais.py): log (1/K) sum_k w_k over
+           K chains of `steps` temperatures; needs no inference network
 
 and, for the geometric-mean model p*(x) = p̃*(x) / Z^2 of P and Q (bidirectional Helmholtz
 machines, models/star.py), whatever trained the pair:
@@ -15,8 +18,8 @@ machines, models/star.py), whatever trained the pair:
 
 Every bound says which model it scores (`QUANTITY`: p, p~* or p*), so tables never mix them.
 
-Both sampled bounds are lower bounds in expectation; the iw bound tightens towards log P(x) as K
-grows. K = 5000 runs in bounded memory: samples are drawn in chunks and combined with a running
+The sampled bounds of P (elbo, iw, ais) are lower bounds in expectation; the iw bound tightens
+towards log P(x) as K grows, AIS as its steps (and K) grow. K = 5000 runs in bounded memory: samples are drawn in chunks and combined with a running
 logsumexp, so memory scales with the chunk, not with K. A chunk holds samples x examples rows, so
 its cost per example does not depend on how many examples one call scores.
 
@@ -44,26 +47,33 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bench.errors import UserError
+from models.ais import AISOptions, ais_log_likelihood
 from models.exact import (
     MAX_EXACT_LATENTS,
+    MAX_INTEGRATED_GAUSSIANS,
     exact_bihm_log_unnormalised,
     exact_bihm_log_z2,
     exact_log_likelihood,
+    gaussian_units,
 )
 from models.layers import LogisticLayer, linear
 from models.noise import draw as draw_noise
 from models.noise import uniform
 from models.star import estimate_log_z2
 
-BOUNDS = ("elbo", "iw", "exact", "star-unnormalised", "star", "star-exact")
+BOUNDS = ("elbo", "iw", "exact", "star-unnormalised", "star", "star-exact", "ais")
 #: which model each bound scores: P itself, the unnormalised p̃*, or the normalised p*
-QUANTITY = {"elbo": "p", "iw": "p", "exact": "p", "star-unnormalised": "p~*", "star": "p*",
-            "star-exact": "p*"}
+QUANTITY = {"elbo": "p", "iw": "p", "exact": "p", "ais": "p", "star-unnormalised": "p~*",
+            "star": "p*", "star-exact": "p*"}
 STAR_BOUNDS = ("star-unnormalised", "star", "star-exact")
 #: pairs (x, h) ~ P, h' ~ Q(h | x) behind the Z^2 of the "star" bound unless a caller says
 DEFAULT_Z2_SAMPLES = 100_000
 #: offset of a run's Z^2 stream from its seed's evaluation streams (training and `bench eval`)
 Z2_SEED_OFFSET = -99
+#: temperatures of the "ais" bound unless a caller says (its K is the number of chains)
+DEFAULT_AIS_STEPS = 1000
+#: the "ais" bound's kernels, schedule and step-size tuning (models/ais.py)
+AIS_OPTIONS = AISOptions()
 
 
 def z2_seed(run_seed: int) -> int:
@@ -142,14 +152,19 @@ class FactorialLogWeights:
 
 @torch.no_grad()
 def log_likelihood_bound(model, inference, x: Tensor, bound: str = "elbo", num_samples: int = 10,
-                         generators=None) -> Tensor:
+                         generators=None, steps: int = DEFAULT_AIS_STEPS) -> Tensor:
     """Per-run, per-example estimate of log P(x), (R, B): the ELBO, the importance-sampled bound,
-    or the exact value. x is (B, D) or (R|1, B, D); `generators` one per run (their draws are
-    the samples of each run)."""
+    AIS (`num_samples` chains of `steps` temperatures; `inference` is not used), or the exact
+    value. x is (B, D) or (R|1, B, D); `generators` one per run (their draws are the samples of
+    each run)."""
     if x.dim() == 2:
         x = x.unsqueeze(0)
     if bound == "exact":
         return exact_log_likelihood(model, x)
+    if bound == "ais":
+        if num_samples < 1:
+            raise UserError(f"the number of AIS chains K must be at least 1, got {num_samples}")
+        return ais_log_likelihood(model, x, num_samples, steps, generators, AIS_OPTIONS)
     if bound == "star-exact":
         return (exact_bihm_log_unnormalised(model, inference, x)
                 - exact_bihm_log_z2(model, inference).unsqueeze(-1))
@@ -202,6 +217,8 @@ class Evaluation:
     per_example: np.ndarray
     lengths: np.ndarray | None = None
     normaliser: dict | None = None      # "star": log_z2, log_z2_se, z2_samples (subtracted)
+    steps: int | None = None            # "ais": temperatures per chain (num_samples: chains)
+    kernel: str | None = None           # "ais": the kernels, schedule and step-size tuning
 
     @property
     def mean(self) -> float:
@@ -222,6 +239,8 @@ class Evaluation:
                    "num_examples": int(self.per_example.size), "quantity": QUANTITY[self.bound]}
         if self.normaliser is not None:
             summary.update(self.normaliser)
+        if self.bound == "ais":
+            summary.update({"ais_steps": self.steps, "ais_kernel": self.kernel})
         if self.lengths is not None:
             summary["perplexity"] = self.perplexity
         return summary
@@ -230,17 +249,26 @@ class Evaluation:
 def evaluate_runs(model, inference, rows, bound: str = "elbo", num_samples: int = 10,
                   batch_size: int | None = None, seeds=(0,), device="cpu", dtype=torch.float32,
                   counts: bool = False, progress=None,
-                  z2_samples: int = DEFAULT_Z2_SAMPLES, z2_seeds=None) -> list[Evaluation]:
+                  z2_samples: int = DEFAULT_Z2_SAMPLES, z2_seeds=None,
+                  steps: int = DEFAULT_AIS_STEPS) -> list[Evaluation]:
     """The bound on every row of a split for each of the model's R runs, run r with its own seeded
     random stream `seeds[r]` (so an evaluation is reproducible, does not disturb the training
     streams, and gives a run the same numbers whichever runs it is evaluated with). The "star"
     bound's Z^2 comes from its own streams, `z2_seeds` (default: derived from `seeds`): callers
-    that score several K give every K the same seeds, so the K share one estimate of Z^2."""
+    that score several K give every K the same seeds, so the K share one estimate of Z^2.
+    `steps`: the "ais" bound's temperatures (its K chains are `num_samples`); `inference` may be
+    None for "ais" and "exact"."""
     if bound not in BOUNDS:
         raise UserError(f"unknown bound {bound!r}; valid bounds: {', '.join(BOUNDS)}")
-    if bound == "exact" and sum(model.latent_sizes) > MAX_EXACT_LATENTS:
+    gaussians = gaussian_units(model)
+    if bound == "exact" and gaussians > MAX_INTEGRATED_GAUSSIANS:
+        raise UserError(f"exact log-likelihood integrates at most {MAX_INTEGRATED_GAUSSIANS} "
+                        f"Gaussian latent units; this model has {gaussians}: use --bound ais")
+    if bound == "exact" and sum(model.latent_sizes) - gaussians > MAX_EXACT_LATENTS:
         raise UserError(f"exact log-likelihood needs at most {MAX_EXACT_LATENTS} latent units; "
                         f"this model has {sum(model.latent_sizes)}: use --bound iw")
+    if bound == "ais" and steps < 1:
+        raise UserError(f"the ais bound needs at least 1 step (--steps), got {steps}")
     if bound in STAR_BOUNDS and model.visible_kind != "bernoulli":
         raise UserError(f"the {bound} bound (the geometric-mean model p* of P and Q) needs binary "
                         f"visibles; use --bound iw for document models")
@@ -267,7 +295,7 @@ def evaluate_runs(model, inference, rows, bound: str = "elbo", num_samples: int 
     for start in range(0, num_rows, batch_size):
         x = rows_as_tensor(rows[start:start + batch_size], dtype, device)
         values.append(log_likelihood_bound(model, inference, x, per_example_bound, num_samples,
-                                           generators).cpu())
+                                           generators, steps).cpu())
         if counts:
             lengths.append(x.sum(-1).cpu())
         if progress is not None:
@@ -275,18 +303,21 @@ def evaluate_runs(model, inference, rows, bound: str = "elbo", num_samples: int 
     per_example = torch.cat(values, 1).double().numpy()
     run_lengths = torch.cat(lengths).double().numpy() if counts else None
     exact = bound in ("exact", "star-exact")
+    annealed = {"steps": steps, "kernel": AIS_OPTIONS.describe(model.latent_kinds)} \
+        if bound == "ais" else {}
     return [Evaluation(bound, None if exact else num_samples,
                        per_example[r] - (normalisers[r]["log_z2"] if normalisers[r] else 0.0),
-                       run_lengths, normalisers[r]) for r in range(model.num_runs)]
+                       run_lengths, normalisers[r], **annealed) for r in range(model.num_runs)]
 
 
 def evaluate(model, inference, rows, bound: str = "elbo", num_samples: int = 10,
              batch_size: int | None = None, seed: int = 0, device="cpu", dtype=torch.float32,
              counts: bool = False, progress=None,
-             z2_samples: int = DEFAULT_Z2_SAMPLES, z2_seed: int | None = None) -> Evaluation:
+             z2_samples: int = DEFAULT_Z2_SAMPLES, z2_seed: int | None = None,
+             steps: int = DEFAULT_AIS_STEPS) -> Evaluation:
     """`evaluate_runs` for a lone run (R = 1) with one seed."""
     if model.num_runs != 1:
         raise ValueError("evaluate() scores one run; use evaluate_runs() for stacked runs")
     return evaluate_runs(model, inference, rows, bound, num_samples, batch_size, [seed], device,
                          dtype, counts, progress, z2_samples,
-                         None if z2_seed is None else [z2_seed])[0]
+                         None if z2_seed is None else [z2_seed], steps)[0]

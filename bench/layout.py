@@ -5,6 +5,7 @@
         curve.csv                   the validation bound at every evaluation
         checkpoint.pt               the state to resume from
         best.pt                     the parameters with the best validation bound
+        .lock                       held by the process training or evaluating it (bench/locks.py)
     RESULTS/SUITE/BUDGET/           a suite's report (`report_dir`)
         records/RUN/                copies of record.json and curve.csv (`copied_run_dir`)
 

@@ -98,10 +98,22 @@ class RunOptimizer:
         steps = self.steps.clamp_min(1)
         first = (1 - beta1 ** steps)
         second_root = (1 - beta2 ** steps).sqrt()
-        for param, average, square, rate in zip(params, averages, squares, rates, strict=True):
-            denominator = square.sqrt() / _per_run(second_root.to(param.dtype), param) + self.eps
-            step_size = rate / _per_run(first.to(param.dtype), param)
-            param.addcdiv_(average * step_size, denominator, value=-1.0)
+        # The bias corrections per run, cast and shaped once per (dtype, rank) of the parameters
+        # rather than once per parameter: the step is then six foreach calls for every group.
+        shaped: dict = {}
+
+        def per_run(values: Tensor, param: Tensor) -> Tensor:
+            key = (id(values), param.dtype, param.dim())
+            if key not in shaped:
+                shaped[key] = _per_run(values.to(param.dtype), param)
+            return shaped[key]
+
+        denominators = torch._foreach_sqrt(squares)
+        torch._foreach_div_(denominators, [per_run(second_root, p) for p in params])
+        torch._foreach_add_(denominators, self.eps)
+        step_sizes = torch._foreach_div(rates, [per_run(first, p) for p in params])
+        numerators = torch._foreach_mul(averages, step_sizes)
+        torch._foreach_addcdiv_(params, numerators, denominators, value=-1.0)
 
     # -- one run's state, for its own checkpoint ------------------------------------------------
     def run_state(self, r: int) -> dict:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from algorithms import options_dict, source_info
 from algorithms.registry import split
+from bench import locks
 from bench.records import (
     RECORD,
     SCHEMA_VERSION,
@@ -41,9 +42,12 @@ def train_group(specs: list[RunSpec], out_dirs, data=None, data_dir=None, progre
     """Train (or resume) stackable runs as one computation and write each run's record."""
     started = time.perf_counter()
     code = code_version()  # the code that trains, even if the checkout changes meanwhile
-    group = RunGroup(build(specs, data, data_dir), out_dirs, progress=progress)
-    group.train()
-    return finish_runs(group, code, started)
+    # One process per run directory: another one training the same run is a RunLocked error
+    # naming it, before anything here is read or written.
+    with locks.locked(out_dirs):
+        group = RunGroup(build(specs, data, data_dir), out_dirs, progress=progress)
+        group.train()
+        return finish_runs(group, code, started)
 
 
 def finish_runs(group: RunGroup, code: dict, started: float) -> list[dict]:
@@ -63,20 +67,35 @@ def finish_runs(group: RunGroup, code: dict, started: float) -> list[dict]:
             evaluations.append(("test", group.evaluate(
                 "test", complete, "iw", spec.test_iw_samples, seed_offsets=[-2] * len(complete),
                 limit=spec.test_examples)))
+        # (a run tested with AIS already has it at eval_samples chains on the test rows)
+        same_as_test = (spec.resolved_eval_bound == "ais" and spec.test_ais_chains ==
+                        spec.eval_samples and spec.test_ais_examples in (None, spec.test_examples))
+        if spec.test_ais_chains and not same_as_test:
+            evaluations.append(("test", group.evaluate(
+                "test", complete, "ais", spec.test_ais_chains, seed_offsets=[-50_000] * len(complete),
+                limit=spec.test_ais_examples or spec.test_examples)))
         sweep_rows = spec.test_sweep_examples or spec.test_examples
         for b, bound in enumerate(spec.test_sweep_bounds):
             for i, k in enumerate(spec.test_sweep):
                 evaluations.append(("test", group.evaluate(
                     "test", complete, bound, k, limit=sweep_rows,
                     seed_offsets=[-3 - i - 100 * b] * len(complete))))
+        reconstructions = {}
+        if spec.test_reconstruction:
+            errors = group.reconstruction("test", limit=spec.test_examples)
+            reconstructions = {run.index: [{"split": "test", **errors[run.index],
+                                            "update": run.state.best_update}] for run in complete}
         for run in complete:
             group.save_best(run)
             metrics[run.index] = [metric_entry(part, by_run[run.index], run.state.best_update)
                                   for part, by_run in evaluations]
-    return [write_run_record(group, run, metrics[run.index], code, started) for run in group.runs]
+    return [write_run_record(group, run, metrics[run.index], code, started,
+                             reconstructions.get(run.index) if complete else None)
+            for run in group.runs]
 
 
-def write_run_record(group: RunGroup, run: Run, metrics: list, code: dict, started: float) -> dict:
+def write_run_record(group: RunGroup, run: Run, metrics: list, code: dict, started: float,
+                     reconstruction: list | None = None) -> dict:
     built, spec, state = group.built, run.spec, run.state
     algorithm = group.algorithm
     evaluations = algorithm.evaluations_per_example(run.options)
@@ -86,6 +105,8 @@ def write_run_record(group: RunGroup, run: Run, metrics: list, code: dict, start
         "run_name": spec.run_name(),
         "config": {
             "spec": spec.to_dict(),
+            # the bound of validation and of the test metric (the spec's, or the estimator's)
+            "eval_bound": spec.resolved_eval_bound,
             # module, class, file and source_sha256: the estimator's own code, which the suite's
             # commit (`code`) does not pin for an estimator of another package.
             "algorithm": {"name": algorithm.name, "preset": split(spec.algorithm)[1],
@@ -124,6 +145,7 @@ def write_run_record(group: RunGroup, run: Run, metrics: list, code: dict, start
                                         / state.train_seconds if state.train_seconds else None),
         },
         "metrics": metrics,
+        **({"reconstruction": reconstruction} if reconstruction else {}),
         "code": code,
         "environment": environment(built.device),
         "curve": CURVE,

@@ -17,6 +17,8 @@ from typing import Any
 from bench.errors import UserError, unknown_name
 
 OPTIMIZERS = ("adam", "sgd")
+#: validation and test bounds a spec may name ("": the estimator's `validation_bound`)
+EVAL_BOUNDS = ("", "elbo", "iw", "ais")
 DEVICES = ("cpu", "cuda")
 
 def paper_learning_rate(dataset: str, algorithm: str) -> float:
@@ -58,6 +60,15 @@ class RunSpec:
     test_sweep: tuple[int, ...] = ()
     test_sweep_bounds: tuple[str, ...] = ("iw",)
     test_sweep_examples: int | None = None
+    # The bound of validation (early stopping) and of the test metric: "elbo" (K = eval_samples,
+    # the paper's), "iw", or "ais" (eval_samples chains of ais_steps distributions, needing no
+    # inference network); "" is the estimator's own choice (`Algorithm.validation_bound`: the
+    # ELBO, or AIS for an estimator that trains no inference network).
+    eval_bound: str = ""
+    ais_steps: int = 100                # AIS steps T (beta increments, T - 1 transitions) of the run
+    test_ais_chains: int = 0            # also report the AIS bound with this many chains (0: no)
+    test_ais_examples: int | None = None  # ... on the first N test rows (None: test_examples')
+    test_reconstruction: bool = False   # also report the reconstruction error of the test rows
     device: str = "cpu"
     options: dict[str, Any] = field(default_factory=dict)  # algorithm options (--set)
 
@@ -78,7 +89,12 @@ class RunSpec:
             raise unknown_name("optimizer", self.optimizer, OPTIMIZERS)
         if self.device.split(":")[0] not in DEVICES:
             raise unknown_name("device", self.device, DEVICES)
-        for name in ("updates", "batch_size", "eval_interval", "eval_samples"):
+        if self.eval_bound not in EVAL_BOUNDS:
+            raise unknown_name("eval_bound", self.eval_bound, [b for b in EVAL_BOUNDS if b],
+                               "validation bounds (empty: the estimator's)")
+        if self.test_ais_chains < 0:
+            raise UserError(f"test_ais_chains must be 0 (none) or more, got {self.test_ais_chains}")
+        for name in ("updates", "batch_size", "eval_interval", "eval_samples", "ais_steps"):
             if getattr(self, name) < 1:
                 raise UserError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.patience is not None and self.patience < self.eval_interval:
@@ -88,6 +104,15 @@ class RunSpec:
         if self.learning_rate is not None and not 0 < self.learning_rate < 3.4e38:
             raise UserError(f"learning_rate must be a positive float32 number, got "
                             f"{self.learning_rate}")
+
+    @property
+    def resolved_eval_bound(self) -> str:
+        """The validation and test bound: `eval_bound`, or the estimator's own choice."""
+        if self.eval_bound:
+            return self.eval_bound
+        import algorithms
+
+        return algorithms.parse_name(self.algorithm)[0].validation_bound
 
     @property
     def resolved_learning_rate(self) -> float:

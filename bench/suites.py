@@ -11,7 +11,8 @@ A suite file has five parts (see `bench/suites/table1.toml` for a commented exam
                    that a table or figure may be indexed by, e.g. "Adam 1e-3"), or any other name,
                    taken as an algorithm option as with `train --set`. `updates` and `seed` are not
                    allowed: budgets and `--seeds` set them.
-    [table]        metric ("nll": test NLL from the 10-sample ELBO, or "perplexity"), `rows` and
+    [table]        metric ("nll": test NLL from the 10-sample ELBO, or "perplexity"), `bound`
+                   ("elbo", the default, or "ais": the test AIS bound of `test_ais_chains`), `rows` and
                    `columns` (the RunSpec field that indexes each), `column_labels` (value -> label,
                    also the column order), `paper` (the file in results/paper/ with the published
                    numbers, optional), `literature` (show that file's literature rows),
@@ -46,6 +47,7 @@ from bench.specs import SPEC_FIELDS, RunSpec
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 METRICS = ("nll", "perplexity")
+TABLE_BOUNDS = ("elbo", "ais")
 SECTIONS = ("suite", "defaults", "cells", "references", "table", "figure", "budgets")
 # Fields a suite may not set: the budget sets `updates`, `--seeds` sets `seed`.
 RESERVED = ("updates", "seed")
@@ -101,6 +103,9 @@ class TableLayout:
     literature: bool = True
     title: str = ""
     published: str | None = None    # results/paper/NAME.csv: other papers' numbers, with protocol
+    #: the test bound the metric comes from: "elbo" (K = eval_samples) or "ais" (the chains of
+    #: test_ais_chains): one bound for every cell, whatever each was validated with
+    bound: str = "elbo"
 
     def column_label(self, value: str) -> str:
         return self.column_labels.get(value, value)
@@ -292,7 +297,7 @@ def _labels(value, where: str, fail) -> dict[str, str]:
 
 def _table_layout(raw: dict, fail) -> TableLayout:
     allowed = {"metric", "rows", "columns", "column_labels", "paper", "literature", "title",
-               "published"}
+               "published", "bound"}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise fail(f"[table]: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(allowed))}")
@@ -312,7 +317,10 @@ def _table_layout(raw: dict, fail) -> TableLayout:
     if published is not None and not isinstance(published, str):
         raise fail("[table] published must be the name of a file in results/paper/ "
                    "(e.g. \"estimators\")")
-    return TableLayout(metric=metric, rows=raw["rows"], columns=raw["columns"],
+    bound = raw.get("bound", "elbo")
+    if bound not in TABLE_BOUNDS:
+        raise fail(f"[table] bound {bound!r} unknown; valid bounds: {', '.join(TABLE_BOUNDS)}")
+    return TableLayout(metric=metric, rows=raw["rows"], columns=raw["columns"], bound=bound,
                        column_labels=_labels(raw.get("column_labels"), "[table] column_labels",
                                              fail),
                        paper=paper, literature=bool(raw.get("literature", True)),

@@ -335,11 +335,12 @@ class RunGroup:
         return means
 
     # -- evaluation ----------------------------------------------------------------------------
-    def evaluate(self, split: str, runs: list[Run], bound: str = "elbo",
+    def evaluate(self, split: str, runs: list[Run], bound: str = "",
                  num_samples: int | None = None, seed_offsets: list[int] | None = None,
                  limit: int | None = None) -> dict[int, Evaluation]:
         """The bound of the current parameters on a split, for the given runs (every run of the
-        group is scored in one computation; each given run with its own seeded stream)."""
+        group is scored in one computation; each given run with its own seeded stream); by
+        default the spec's validation bound (`RunSpec.resolved_eval_bound`)."""
         data = self.built.data
         rows = getattr(data, split)
         if limit is not None:
@@ -348,12 +349,26 @@ class RunGroup:
                            strict=True))
         seeds = [run.spec.seed * 1_000_003 + offsets.get(run.index, 0) for run in self.runs]
         model, inference = self.algorithm.model, self.algorithm.inference
+        bound = bound or self.specs[0].resolved_eval_bound
+        extra = {"steps": self.specs[0].ais_steps} if bound == "ais" else {}
         evaluations = evaluate_runs(model, inference, rows, bound,
                                     num_samples or self.specs[0].eval_samples, seeds=seeds,
                                     device=self.built.device, dtype=self.batch.dtype,
                                     counts=data.kind == "counts",
-                                    z2_seeds=[z2_seed(run.spec.seed) for run in self.runs])
+                                    z2_seeds=[z2_seed(run.spec.seed) for run in self.runs],
+                                    **extra)
         return {run.index: evaluations[run.index] for run in runs}
+
+    def reconstruction(self, split: str, limit: int | None = None) -> list[dict]:
+        """Every run's reconstruction error of a split's rows (bench/reconstruction.py), each
+        run with its own seeded stream."""
+        from bench.reconstruction import reconstruction_errors
+
+        rows = getattr(self.built.data, split)
+        rows = rows[:limit] if limit is not None else rows
+        seeds = [run.spec.seed * 1_000_003 - 60_000 for run in self.runs]
+        return reconstruction_errors(self.algorithm, rows, seeds, self.built.device,
+                                     self.batch.dtype)
 
     def validate(self, runs: list[Run]) -> None:
         started = time.perf_counter()

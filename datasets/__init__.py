@@ -23,6 +23,7 @@ checkout (or install it) so that this one is found first.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -82,12 +83,35 @@ def load(name: str, split: str | None = None, data_dir: str | os.PathLike | None
     split = module.SPLITS[0] if split is None else split
     if split not in module.SPLITS:
         raise unknown_name("split", split, module.SPLITS)
-    return module.load(split, resolve_data_dir(data_dir))
+    root = resolve_data_dir(data_dir)
+    with _fetching(root, name):
+        return module.load(split, root)
 
 
 def fetch(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
     """Obtain and verify a dataset's raw files and build its processed caches; the raw paths."""
-    return _module(name).fetch(resolve_data_dir(data_dir))
+    module = _module(name)
+    root = resolve_data_dir(data_dir)
+    with _fetching(root, name):
+        return module.fetch(root)
+
+
+@contextlib.contextmanager
+def _fetching(root: Path, name: str):
+    """One process at a time obtains, verifies and caches a dataset in a data root: workers of one
+    node (the processes of `bench run --jobs`, Ray's tasks) fetch it once; the others wait, then
+    find it there. A data root this process cannot write in (a read-only copy) is read unlocked."""
+    from bench import locks
+
+    try:
+        locks.acquire(root / ".locks" / name, wait=True)
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        locks.release(root / ".locks" / name)
 
 
 def check_files(name: str, data_dir: str | os.PathLike | None = None) -> list[FileCheck]:

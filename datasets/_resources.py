@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from bench.errors import UserError
+from bench.io import current_umask
 
 DATA_DIR_ENV = "BENCH_DATA"
 MIRROR_ENV = "BENCH_DATA_MIRROR"
@@ -51,16 +52,6 @@ PROCESSED_DIR = "processed"
 DOWNLOAD_TIMEOUT_S = 60
 CHUNK_BYTES = 1 << 20
 USER_AGENT = "nvil-bench-datasets/1 (+python urllib)"
-
-
-def _file_mode() -> int:
-    # mkstemp creates files readable by the owner only; finished files get the usual mode.
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-FILE_MODE = _file_mode()
 
 
 class DataNotFoundError(UserError):
@@ -226,7 +217,8 @@ class AtomicFile:
         self.handle.flush()
         os.fsync(self.handle.fileno())
         self.handle.close()
-        os.chmod(self.temp_path, FILE_MODE)
+        # mkstemp creates files readable by the owner only; finished files get the usual mode.
+        os.chmod(self.temp_path, 0o666 & ~current_umask())
         os.replace(self.temp_path, destination)
         self.committed = True
         # Persist the rename itself, not just the bytes (matters after a power cut).

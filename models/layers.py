@@ -190,6 +190,20 @@ class _LogisticLogProb(torch.autograd.Function):
         return grad_context, grad_weight, grad_bias, grad_value, None
 
 
+@contextlib.contextmanager
+def parameters_frozen(module: nn.Module):
+    """No parameter of `module` needs a gradient inside the block: a caller differentiating with
+    respect to latents only (MCMC kernels) then makes the closed-form backwards skip the weights."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    try:
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
 def stacked_normal(generators: Sequence, shape: tuple, scale: float, dtype) -> Tensor:
     """One (shape) draw of N(0, scale^2) per run, each from that run's generator, stacked (R, ...).
     Runs without generators (the bias check's thousands of copies, overwritten at once) draw in

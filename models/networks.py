@@ -33,14 +33,18 @@ class BeliefNet(nn.Module):
     `visible` is 'bernoulli' (binary images) or 'multinomial' (bags of words). `generators` holds
     one generator per run for the initial weights (its length is the number of runs R).
     `conditional_layer` builds the Bernoulli visible layer and the conditionals, called as
-    LogisticLayer is (models/mlp.py's MLPLogisticLayer for the nonlinear family); the prior is
-    always a LogisticLayer.
+    LogisticLayer is (models/mlp.py's MLPLogisticLayer for the nonlinear family), or a list of one
+    builder per conditional (bottom-up) where the layers differ (mixed binary and Gaussian stacks,
+    models/gaussian.py); `prior_layer` builds the prior (LogisticLayer, or the N(0, I) Gaussian
+    prior), `visible_layer` the Bernoulli visible layer (default: `conditional_layer`).
     """
 
     def __init__(self, latent_sizes: Sequence[int], num_features: int, visible: str = "bernoulli",
                  prior_autoregressive: bool = False, init_scale: float = 0.01,
                  generators: Sequence = (None,), dtype=torch.float32,
-                 conditional_layer: Callable[..., nn.Module] = LogisticLayer):
+                 conditional_layer: Callable[..., nn.Module] | Sequence[Callable] = LogisticLayer,
+                 prior_layer: Callable[..., nn.Module] = LogisticLayer,
+                 visible_layer: Callable[..., nn.Module] | None = None):
         super().__init__()
         if visible not in ("bernoulli", "multinomial"):
             raise ValueError(f"unknown visible layer {visible!r}; valid: bernoulli, multinomial")
@@ -48,21 +52,29 @@ class BeliefNet(nn.Module):
         self.num_features = num_features
         self.visible_kind = visible
         common = {"init_scale": init_scale, "generators": generators, "dtype": dtype}
-        self.prior = LogisticLayer(self.latent_sizes[-1], 0, autoregressive=prior_autoregressive,
-                                   **common)
+        self.prior = prior_layer(self.latent_sizes[-1], 0, autoregressive=prior_autoregressive,
+                                 **common)
         # conditionals[i] is P(h^{i+1} | h^{i+2}) in the paper's 1-based names: h[i] given h[i+1].
+        builders = per_layer(conditional_layer, len(self.latent_sizes) - 1)
         self.conditionals = nn.ModuleList(
-            conditional_layer(below, above, **common)
-            for below, above in zip(self.latent_sizes[:-1], self.latent_sizes[1:], strict=True)
+            build(below, above, **common) for build, below, above in zip(
+                builders, self.latent_sizes[:-1], self.latent_sizes[1:], strict=True)
         )
         if visible == "bernoulli":
-            self.visible = conditional_layer(num_features, self.latent_sizes[0], **common)
+            build = visible_layer or conditional_layer
+            self.visible = build(num_features, self.latent_sizes[0], **common)
         else:
             self.visible = SoftmaxLayer(num_features, self.latent_sizes[0], **common)
 
     @property
     def num_runs(self) -> int:
         return self.prior.num_runs
+
+    @property
+    def latent_kinds(self) -> tuple[str, ...]:
+        """Each latent layer's units, bottom-up: "binary" or "gaussian" (models/gaussian.py)."""
+        layers = list(self.conditionals) + [self.prior]
+        return tuple(getattr(layer, "kind", "binary") for layer in layers)
 
     def init_visible_bias(self, feature_mean: Tensor) -> None:
         """Start the visible layer at the data's marginals: logit of the mean pixel, or the log of
@@ -127,21 +139,23 @@ class InferenceNet(nn.Module):
     (std 0.1 on MNIST) gave Q within-layer couplings as large as the data's own contribution to
     the logits, which plain SGD at the inference network's rate had not undone after 20,000
     updates: autoregressive Q then lost to factorial Q on every Table 2 model (results/README.md).
-    `conditional_layer` builds every layer, called as LogisticLayer is (BeliefNet)."""
+    `conditional_layer` builds every layer, called as LogisticLayer is, or is a list of one builder
+    per layer (BeliefNet)."""
 
     def __init__(self, num_features: int, latent_sizes: Sequence[int], autoregressive: bool = False,
                  input_mean: Tensor | None = None, init_scale: float = 0.01,
                  generators: Sequence = (None,), dtype=torch.float32,
-                 conditional_layer: Callable[..., nn.Module] = LogisticLayer):
+                 conditional_layer: Callable[..., nn.Module] | Sequence[Callable] = LogisticLayer):
         super().__init__()
         self.latent_sizes = tuple(latent_sizes)  # bottom-up, as in BeliefNet
         self.num_features = num_features
         self.autoregressive = autoregressive
         contexts = (num_features,) + self.latent_sizes[:-1]
         self.layers = nn.ModuleList(
-            conditional_layer(size, context, autoregressive=autoregressive, init_scale=init_scale,
-                              autoregressive_init_scale=0.0, generators=generators, dtype=dtype)
-            for size, context in zip(self.latent_sizes, contexts, strict=True)
+            build(size, context, autoregressive=autoregressive, init_scale=init_scale,
+                  autoregressive_init_scale=0.0, generators=generators, dtype=dtype)
+            for build, size, context in zip(per_layer(conditional_layer, len(self.latent_sizes)),
+                                            self.latent_sizes, contexts, strict=True)
         )
         mean = (torch.zeros(num_features, dtype=torch.float64) if input_mean is None
                 else torch.as_tensor(input_mean, dtype=torch.float64))
@@ -159,6 +173,10 @@ class InferenceNet(nn.Module):
     def num_runs(self) -> int:
         return self.layers[0].num_runs
 
+    @property
+    def latent_kinds(self) -> tuple[str, ...]:
+        return tuple(getattr(layer, "kind", "binary") for layer in self.layers)
+
     def centre(self, x: Tensor) -> Tensor:
         """x - mean, (R, *batch, D) for x (R|1, *batch, D)."""
         return x - align_mean(self._mean_as(x.dtype), x.dim())
@@ -166,6 +184,8 @@ class InferenceNet(nn.Module):
     def _mean_as(self, dtype) -> Tensor:
         # The float64 mean cast once per dtype (and again only if it changes, e.g. on loading a
         # checkpoint): centring runs several times per update.
+        if torch.compiler.is_compiling():  # a compiled graph casts it once itself
+            return self.input_mean.to(dtype)
         key = (dtype, self.input_mean.device, self.input_mean._version, id(self.input_mean))
         if getattr(self, "_cast_mean_key", None) != key:
             self._cast_mean = self.input_mean.to(dtype)
@@ -184,14 +204,26 @@ class InferenceNet(nn.Module):
         """
         # The data is the same for every sample: the first layer's logits are computed once per
         # example and broadcast over the samples.
+        return self._ancestral(x, noise, "sample_with_log_prob")
+
+    def _ancestral(self, x: Tensor, noise: Sequence[Tensor], draw: str):
+        """Layer by layer from x, each layer's `draw` method given the value below."""
         context = self.centre(x)
         h, log_q = [], []
         for layer, layer_noise in zip(self.layers, noise, strict=True):
-            value, log_prob = layer.sample_with_log_prob(context, layer_noise)
+            value, log_prob = getattr(layer, draw)(context, layer_noise)
             h.append(value)
             log_q.append(log_prob)
             context = value
         return h, log_q
+
+    def rsample(self, x: Tensor, noise: Sequence[Tensor]) -> tuple[list[Tensor], list[Tensor]]:
+        """Reparameterised h ~ Q(h | x) for Gaussian layers: h[j] = mu + sigma eps carries the
+        gradient of φ (and of the layers below), and so does each log Q term, through h and φ.
+        Every layer must be Gaussian."""
+        if any(kind != "gaussian" for kind in self.latent_kinds):
+            raise ValueError("reparameterised sampling needs Gaussian latent layers only")
+        return self._ancestral(x, noise, "rsample_with_log_prob")
 
     def log_prob_terms(self, x: Tensor, h: Sequence[Tensor]) -> list[Tensor]:
         """[log Q(h^1 | x), log Q(h^2 | h^1), ...] for given latents."""
@@ -201,6 +233,15 @@ class InferenceNet(nn.Module):
 
     def log_prob(self, x: Tensor, h: Sequence[Tensor]) -> Tensor:
         return sum(self.log_prob_terms(x, h))
+
+
+def per_layer(builder, count: int) -> list:
+    """One layer builder per layer: `builder` itself for each, or its items if it is a list."""
+    if isinstance(builder, (list, tuple)):
+        if len(builder) != count:
+            raise ValueError(f"{len(builder)} layer builders for {count} layers")
+        return list(builder)
+    return [builder] * count
 
 
 def align_mean(mean: Tensor, ndim: int) -> Tensor:

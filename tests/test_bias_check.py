@@ -17,6 +17,9 @@ import bench.check
 from bench.check import CheckReport, TensorCheck, default_steps_for
 from bench.cli import main
 
+# short-run's chains make hundreds of tiny kernel calls per update: one thread (conftest)
+pytestmark = pytest.mark.usefixtures("single_thread")
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -58,9 +58,10 @@ def test_kept_memory_is_reused_without_page_faults():
     if not kept["kept"]:
         pytest.skip("this C library has no mallopt (not glibc)")
     default = page_faults("default")
-    # By default every chunk's temporaries are faulted in again (about 50,000-70,000 pages of
-    # 4 KiB a call measured); kept, the heap serves them from memory it already has.
-    assert default["faults"] > 25_000, default
+    # By default every chunk's temporaries are faulted in again (15,000-85,000 pages of 4 KiB a
+    # call measured on CI machines: glibc's adaptive mmap threshold sometimes keeps part of them);
+    # kept, the heap serves a whole call from memory it already has (0 faults measured).
+    assert default["faults"] > 10_000, default
     assert kept["faults"] < default["faults"] / 5, (kept, default)
 
 

@@ -73,7 +73,7 @@ def test_registry_short_names_and_presets():
     assert parse_name("nvil:none") == (NVIL, "none")
     assert parse_name("wake-sleep") == (WakeSleep, "")
     assert list(REGISTRY) == ["nvil", "wake-sleep", "reinforce", "rws", "rloo", "vimco", "arm",
-                              "disarm", "rebar", "relax", "bihm"] and REGISTRY["nvil"] is NVIL
+                              "disarm", "rebar", "relax", "bihm", "vae", "short-run"] and REGISTRY["nvil"] is NVIL
     assert registry.split("nvil:baseline+idb") == ("nvil", "baseline+idb")
 
 

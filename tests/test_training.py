@@ -171,7 +171,7 @@ def test_eval_adds_an_importance_sampled_bound_without_retraining(tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--algorithm", "nosuch"], "valid algorithms: arm, bihm, disarm, nvil, rebar, reinforce, relax, rloo, rws, vimco, wake-sleep"),
+    (["--algorithm", "nosuch"], "valid algorithms: arm, bihm, disarm, nvil, rebar, reinforce, relax, rloo, rws, short-run, vae, vimco, wake-sleep"),
     (["--algorithm", "nvil:nosuch"], "valid presets of nvil"),
     (["--model", "xyz:3"], "unknown model family 'xyz'"),
     (["--model", "sbn:"], "malformed model spec"),

@@ -2,7 +2,9 @@
 
 Architectures (model family and inference network): sbn:200, sbn:200-200-200, fdarn:200 and
 sbn:200 with an autoregressive inference network (Table 2), on 784 pixels (MNIST's shape);
-doc-sbn:50 and doc-fdarn:50 on a 2,000-word vocabulary (20 Newsgroups' size). Each architecture
+doc-sbn:50 and doc-fdarn:50 on a 2,000-word vocabulary (20 Newsgroups' size); gauss:200, one
+layer of 200 Gaussian latents under Bernoulli pixels (the estimators for continuous latents: NVIL,
+REINFORCE, the VAE, short-run inference). Each architecture
 has its own yardstick (below), and every figure is a ratio to its architecture's yardstick.
 
 Measured:
@@ -82,10 +84,13 @@ DATASET_FOR_KIND = {"binary": "mnist", "counts": "20news"}
 
 @dataclass(frozen=True)
 class Architecture:
-    """A model (family and layer sizes, as users write it) and its inference network."""
+    """A model (family and layer sizes, as users write it), its inference network, and the
+    optimizer its runs and its yardstick use (None: the paper's rate the estimator declares)."""
 
     model: str
     inference: str = "factorial"
+    optimizer: str = "sgd"
+    learning_rate: float | None = None
 
     @property
     def name(self) -> str:
@@ -103,14 +108,21 @@ class Architecture:
 
 ARCHITECTURES = (Architecture("sbn:200"), Architecture("sbn:200-200-200"),
                  Architecture("fdarn:200"), Architecture("sbn:200", "autoregressive"),
-                 Architecture("doc-sbn:50"), Architecture("doc-fdarn:50"))
+                 Architecture("doc-sbn:50"), Architecture("doc-fdarn:50"),
+                 # Under SGD at the paper's SBN rate the score-function updates of Gaussian
+                 # latents diverge within a few updates: the short-run suite's Adam at 1e-3.
+                 Architecture("gauss:200", optimizer="adam", learning_rate=1e-3))
 MODELS = tuple(dict.fromkeys(a.model for a in ARCHITECTURES))
 EVALUATION_ARCHITECTURE = ARCHITECTURES[0]
 EVALUATION_MODEL = EVALUATION_ARCHITECTURE.model
 
 
 def architecture(value: str | Architecture) -> Architecture:
-    return value if isinstance(value, Architecture) else Architecture(value)
+    """The architecture a name means: the benchmarked one of that name (with its optimizer),
+    else the model with a factorial inference network under the suite's default optimizer."""
+    if isinstance(value, Architecture):
+        return value
+    return next((a for a in ARCHITECTURES if a.name == value), Architecture(value))
 
 
 # -- data ------------------------------------------------------------------------------------------
@@ -174,6 +186,7 @@ def training_spec(algorithm: str, model: str | Architecture, device: str = "cpu"
     arch = architecture(model)
     return RunSpec(algorithm=algorithm, model=arch.model, inference=arch.inference,
                    dataset=DATASET_FOR_KIND[arch.data_kind], batch_size=BATCH_SIZE,
+                   optimizer=arch.optimizer, learning_rate=arch.learning_rate,
                    device=device, seed=seed)
 
 
@@ -193,14 +206,19 @@ class TrainingUpdate:
     runs: int
     handles: list = field(default_factory=list)  # the RunGroups doing it (for tests)
     evaluations_per_example: float = 1.0         # model evaluations per example, mean over runs
+    compile_seconds: float | None = None         # torch.compile's first three updates
 
 
-def make_training_update(specs: list[RunSpec], data: datasets.Data) -> TrainingUpdate:
+def make_training_update(specs: list[RunSpec], data: datasets.Data,
+                         compiled: bool = False) -> TrainingUpdate:
     """One update of every run in `specs` (which share model, dataset, minibatch size and device)
     on `data`, exactly as training does it: each run's next minibatch from its own data order, its
     own random stream, its learning rates. Runs that can share a computation are one RunGroup
     (bench/training.py), as `bench run` groups them (by estimator and structural options); the
-    groups update one after the other. No run evaluates or writes anything while measured."""
+    groups update one after the other. No run evaluates or writes anything while measured.
+    `compiled`: each estimator's step (sampling, scores, learning signals and surrogate losses;
+    not the backward pass and the optimizer step) through torch.compile, compiled by three
+    warm-up updates whose time is returned as `compile_seconds`."""
     from bench.batched import stacked_groups
     from bench.training import RunGroup, build
 
@@ -221,7 +239,17 @@ def make_training_update(specs: list[RunSpec], data: datasets.Data) -> TrainingU
     engine = "stacked" + "".join(f" x{group.num_runs}" for group in groups if group.num_runs > 1)
     evaluations = [group.algorithm.evaluations_per_example(run.options)
                    for group in groups for run in group.runs]
-    return TrainingUpdate(update, engine, len(specs), groups, statistics.fmean(evaluations))
+    compile_seconds = None
+    if compiled:
+        for group in groups:
+            group.algorithm.step = torch.compile(group.algorithm.step)
+        started = time.perf_counter()
+        for _ in range(3):
+            update()
+        compile_seconds = time.perf_counter() - started
+        engine += " (torch.compile)"
+    return TrainingUpdate(update, engine, len(specs), groups, statistics.fmean(evaluations),
+                          compile_seconds)
 
 
 def make_bound_evaluation(spec: RunSpec, data: datasets.Data, bound: str, samples: int,
@@ -264,18 +292,35 @@ EVALUATION_NAME = f"iw bound K={IW_SAMPLES} {EVALUATION_MODEL}"
 
 
 def update_benchmark(algorithm: str, model: str | Architecture, device: str = "cpu",
-                     data: datasets.Data | None = None) -> Benchmark:
-    """One training update of `algorithm` (default preset) on `model`, at minibatch 20."""
+                     data: datasets.Data | None = None, compiled: bool = False) -> Benchmark:
+    """One training update of `algorithm` (default preset) on `model`, at minibatch 20
+    (`compiled`: the estimator's step through torch.compile, make_training_update)."""
     arch = architecture(model)
     spec = training_spec(algorithm, arch, device)
     data = data if data is not None else random_data(arch.data_kind)
-    update = make_training_update([spec], data)
-    return Benchmark(update_name(algorithm, arch), "update", update.step,
-                     BATCH_SIZE, algorithm, arch.model, arch.name,
+    update = make_training_update([spec], data, compiled)
+    details = {"compile_seconds": update.compile_seconds} if compiled else {}
+    return Benchmark(compiled_name(algorithm, arch) if compiled else update_name(algorithm, arch),
+                     "update", update.step, BATCH_SIZE, algorithm, arch.model, arch.name,
                      {"inference": arch.inference, "batch_size": BATCH_SIZE,
                       "optimizer": spec.optimizer, "learning_rate": spec.resolved_learning_rate,
-                      "engine": update.engine,
+                      "engine": update.engine, **details,
                       "model_evaluations_per_example": update.evaluations_per_example})
+
+
+# torch.compile of NVIL's step on sbn:200 (an experiment beside the gated benchmarks: how much of
+# the one-run gap to the products ceiling a compiler closes; the compile time is in its details).
+COMPILED = ("nvil", EVALUATION_ARCHITECTURE)
+
+
+def compiled_name(algorithm: str, model: str | Architecture) -> str:
+    return f"{update_name(algorithm, model)} (torch.compile)"
+
+
+def compiled_update_benchmark(algorithm: str = COMPILED[0], model: str | Architecture = COMPILED[1],
+                              device: str = "cpu", data: datasets.Data | None = None) -> Benchmark:
+    """One training update as update_benchmark's, the estimator's step compiled."""
+    return update_benchmark(algorithm, model, device, data, compiled=True)
 
 
 # Many runs in one batched computation, for every registered estimator on every architecture:
@@ -321,7 +366,8 @@ def update_products(model: str | Architecture) -> list[tuple[str, int, int]]:
     """(weight, context size, output size) of every weight matrix one NVIL update of the
     architecture multiplies by (default preset: an input-dependent baseline per learning signal,
     local signals): Q's layers and, for an autoregressive Q, their within-layer weights; the
-    visible layer, the conditionals and, for fDARN, the prior's within-layer weights; each
+    log sigma heads of a Gaussian Q; the visible layer, the conditionals and, for fDARN, the
+    prior's within-layer weights; each
     baseline's hidden and output layers."""
     arch = architecture(model)
     spec = arch.spec
@@ -332,6 +378,10 @@ def update_products(model: str | Architecture) -> list[tuple[str, int, int]]:
     products = [(f"Q layer {i + 1}", c, h) for i, (c, h) in enumerate(zip(contexts, latents, strict=True))]
     if arch.inference == "autoregressive":
         products += [(f"Q layer {i + 1} within", h, h) for i, h in enumerate(latents)]
+    gaussian = tuple(reversed(spec.latent_kinds))
+    products += [(f"Q layer {i + 1} log scale", c, h)
+                 for i, (c, h, kind) in enumerate(zip(contexts, latents, gaussian, strict=True))
+                 if kind == "gaussian"]
     products.append(("P visible", latents[0], features))
     products += [(f"P layer {i + 1}", above, below)
                  for i, (below, above) in enumerate(zip(latents[:-1], latents[1:], strict=True))]
@@ -431,7 +481,8 @@ def yardstick_benchmark(model: str | Architecture = "sbn:200", device: str = "cp
     learning_rate = training_spec("nvil", arch).resolved_learning_rate
     with torch_device:  # its layers are created on the device
         yardstick = cls(num_features=rows.shape[1], latents=tuple(reversed(spec.layers)),
-                        feature_mean=mean, learning_rate=learning_rate)
+                        feature_mean=mean, learning_rate=learning_rate,
+                        optimizer=arch.optimizer)
     generator = torch.Generator(device=torch_device).manual_seed(0)
     state = {"order": torch.randperm(rows.shape[0], generator=generator, device=torch_device),
              "position": 0}
@@ -447,7 +498,7 @@ def yardstick_benchmark(model: str | Architecture = "sbn:200", device: str = "cp
 
     return Benchmark(f"yardstick: plain-PyTorch nvil {arch.name}", "yardstick", update,
                      BATCH_SIZE, "nvil", arch.model, arch.name,
-                     {"inference": arch.inference, "batch_size": BATCH_SIZE, "optimizer": "sgd",
+                     {"inference": arch.inference, "batch_size": BATCH_SIZE, "optimizer": arch.optimizer,
                       "source": f"bench/perf/yardstick.py ({cls.__name__})"})
 
 
@@ -489,6 +540,8 @@ def benchmark_factories(device: str = "cpu", evaluation_examples: int = 5,
     for arch, name in pairs:
         found[batched_name(name, arch, BATCHED_RUNS)] = (
             lambda n=name, a=arch: batched_update_benchmark(n, a, device, data[a.data_kind]))
+    found[compiled_name(*COMPILED)] = lambda: compiled_update_benchmark(device=device,
+                                                                      data=data["binary"])
     # What the matrix products alone allow, for one run and for a batch of runs.
     for arch in ARCHITECTURES:
         for runs in (1, BATCHED_RUNS):

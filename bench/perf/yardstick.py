@@ -20,6 +20,9 @@ The families (Mnih & Gregor 2014, §4; models/specs.py says what the suite build
     DocFDARNYardstick       doc-fdarn:H     the document model with fDARN's prior
     SBNAutoregressiveQYardstick  sbn:... with Q autoregressive within each layer (Table 2):
                                             sampled unit by unit, then scored in one product
+    GaussianYardstick       gauss:L1-...-Ln  linear Gaussian layers (N(0, I) on the top one) and
+                                            a Gaussian Q: the score-function update of NVIL on
+                                            continuous latents
 
 Each lives here only to measure against: every speed figure of `bench perf` is a ratio to the
 yardstick of its model family and architecture, measured in the same run.
@@ -47,7 +50,7 @@ class SBNYardstick:
     the top layer's prior, or how Q samples a layer."""
 
     def __init__(self, num_features: int = 784, latents=(200,), feature_mean=None,
-                 learning_rate: float = 3e-4, seed: int = 0):
+                 learning_rate: float = 3e-4, seed: int = 0, optimizer: str = "sgd"):
         torch.manual_seed(seed)
         latents = (latents,) if isinstance(latents, int) else tuple(latents)
         self.latents = latents
@@ -66,10 +69,11 @@ class SBNYardstick:
         self.c = [0.0] * len(latents)
         self.v = [0.0] * len(latents)
         self.alpha = 0.8
+        make = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam}[optimizer]
         self.optimizers = [
-            torch.optim.SGD(self.model_parameters(), lr=learning_rate),
-            torch.optim.SGD(self.inference_parameters(), lr=learning_rate / 5),
-            torch.optim.SGD(self.baselines.parameters(), lr=learning_rate),
+            make(self.model_parameters(), lr=learning_rate),
+            make(self.inference_parameters(), lr=learning_rate / 5),
+            make(self.baselines.parameters(), lr=learning_rate),
         ]
 
     # -- what a family changes ---------------------------------------------------------------
@@ -88,6 +92,10 @@ class SBNYardstick:
     def prior_log_prob(self, top):
         return bernoulli_log_prob(self.prior_logits.expand_as(top), top)
 
+    def conditional_log_prob(self, layer: int, above, below):
+        """log P(h[layer] = below | h[layer + 1] = above)."""
+        return bernoulli_log_prob(self.conditionals[layer](above), below)
+
     def sample_layer(self, layer: int, context):
         """A sample of Q's layer (no gradient) and its log-probability (with gradient)."""
         logits = self.encoders[layer](context)
@@ -105,8 +113,8 @@ class SBNYardstick:
             context = value
         # log P terms: [x | h0, h0 | h1, ..., prior of the top]
         log_p = [self.visible_log_prob(x, h[0])]
-        log_p += [bernoulli_log_prob(layer(h[i + 1]), h[i])
-                  for i, layer in enumerate(self.conditionals)]
+        log_p += [self.conditional_log_prob(i, h[i + 1], h[i])
+                  for i in range(len(self.conditionals))]
         log_p.append(self.prior_log_prob(h[-1]))
         loss = -sum(term.sum() for term in log_p)
         contexts = [centred, *h[:-1]]
@@ -195,6 +203,48 @@ class SBNAutoregressiveQYardstick(SBNYardstick):
         return h, bernoulli_log_prob(base + F.linear(h, weight), h)
 
 
+def normal_log_prob(mean, log_scale, value) -> torch.Tensor:
+    return (-0.5 * ((value - mean) * torch.exp(-log_scale)) ** 2 - log_scale
+            - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+class GaussianYardstick(SBNYardstick):
+    """NVIL (the score-function estimator, §2 of Mnih & Gregor) on Gaussian latents: prior
+    N(0, I) on the top layer, P(h[l] | h[l+1]) = N(W h[l+1] + b, diag sigma_l^2) with one learned
+    sigma per unit, Q(h[l] | c) = N(mu(c), diag sigma(c)^2) with linear mu and log sigma heads,
+    the log sigma heads starting at zero (sigma = 1). The prior's logits go unused."""
+
+    def build_extra(self) -> None:
+        super().build_extra()
+        self.encoder_log_scales = nn.ModuleList(
+            nn.Linear(encoder.in_features, encoder.out_features) for encoder in self.encoders)
+        for head in self.encoder_log_scales:
+            nn.init.zeros_(head.weight)
+            nn.init.zeros_(head.bias)
+        self.conditional_log_scales = nn.ParameterList(
+            nn.Parameter(torch.zeros(layer.out_features)) for layer in self.conditionals)
+
+    def model_parameters(self) -> list:
+        return [*self.decoder.parameters(), *self.conditionals.parameters(),
+                *self.conditional_log_scales]
+
+    def inference_parameters(self) -> list:
+        return [*super().inference_parameters(), *self.encoder_log_scales.parameters()]
+
+    def prior_log_prob(self, top):
+        return normal_log_prob(torch.zeros_like(top), torch.zeros_like(top), top)
+
+    def conditional_log_prob(self, layer: int, above, below):
+        mean = self.conditionals[layer](above)
+        return normal_log_prob(mean, self.conditional_log_scales[layer].expand_as(mean), below)
+
+    def sample_layer(self, layer: int, context):
+        mean = self.encoders[layer](context)
+        log_scale = self.encoder_log_scales[layer](context)
+        h = (mean + torch.exp(log_scale) * torch.randn_like(mean)).detach()
+        return h, normal_log_prob(mean, log_scale, h)
+
+
 # (family, inference network) -> the yardstick of that family
 YARDSTICKS = {
     ("sbn", "factorial"): SBNYardstick,
@@ -202,6 +252,7 @@ YARDSTICKS = {
     ("doc-sbn", "factorial"): DocSBNYardstick,
     ("doc-fdarn", "factorial"): DocFDARNYardstick,
     ("sbn", "autoregressive"): SBNAutoregressiveQYardstick,
+    ("gauss", "factorial"): GaussianYardstick,
 }
 
 # The sbn:200 yardstick under its earlier name.

@@ -15,6 +15,8 @@ its tables), and writes to `<results_dir>/<suite>/<budget>/`:
     published.md, published.csv      other papers' numbers with their protocols (`[table] published`)
     sweep.md, sweep.csv, sweep.png   test NLL against the number of samples K (a budget's
                                      `test_sweep`), per sampled bound
+    scores.md, scores.csv            every test score of each cell (AIS, ELBO, iw, reconstruction
+                                     error, cost): suites whose runs report reconstructions
     records/<run name>/              a copy of each record.json and curve.csv (never checkpoints)
 
 Every file states the suite, the budget, the number of seeds, the bound and the command.
@@ -26,6 +28,7 @@ One module per concern:
     paper.py       the paper's numbers (results/paper/NAME.csv)
     published.py   other papers' numbers with their protocols, beside ours
     sweep.py       estimates against K
+    scores.py      every test score of each cell side by side
     table.py       the table built from cell results and the paper's numbers
     render.py      the table as Markdown, CSV and LaTeX
     throughput.py  the throughput table

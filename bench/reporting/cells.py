@@ -79,12 +79,16 @@ def read_cell(cell: Cell, suite: Suite, budget: str, runs_dir: Path, results_dir
         result.reason = (f"non-finite loss or validation bound after {record.get('updates', '?')} "
                          f"updates")
     elif result.status == "complete":
-        k = record.get("config", {}).get("spec", {}).get("eval_samples")
-        metric = find_metric(record, "test", "elbo", k)
+        spec = record.get("config", {}).get("spec", {})
+        bound = suite.table.bound
+        k = spec.get("test_ais_chains") if bound == "ais" else spec.get("eval_samples")
+        metric = find_metric(record, "test", bound, k)
         key = suite.table.metric
         if metric is None or metric.get(key) is None:
             result.status = "failed"
-            result.reason = f"the record has no test {key} from the {k}-sample ELBO"
+            result.reason = (f"the record has no test {key} from the {k}-sample ELBO"
+                             if bound == "elbo" else
+                             f"the record has no test {key} from AIS with {k} chains")
         else:
             result.value = float(metric[key])
             tighter = find_metric(record, "test", "iw")

@@ -18,6 +18,9 @@ def print_run_summary(record: dict, out_dir) -> None:
         if "perplexity" in metric:
             line += f", perplexity {metric['perplexity']:.1f}"
         print(line)
+    for entry in record.get("reconstruction", []):
+        print(f"  {entry['split']:<5} reconstruction: {entry['squared_error']:.2f} per image, "
+              f"MSE {entry['mse']:.4f} per pixel")
     throughput = record["throughput"]
     if throughput["updates_per_s"]:
         print(f"  throughput: {throughput['updates_per_s']:.1f} updates/s, "

@@ -43,15 +43,22 @@ def canonical_report_command(suite: Suite, budget: str, seeds: int) -> str:
                        budget, "--seeds", str(seeds)])
 
 
-def describe_bound(results: list[CellResult], metric: str) -> str:
-    ks = sorted({r.record["config"]["spec"].get("eval_samples") for r in results
-                 if r.record and "spec" in r.record.get("config", {})} - {None})
-    k = "/".join(map(str, ks)) if ks else "10"
+def describe_bound(results: list[CellResult], metric: str, bound: str = "elbo") -> str:
+    specs = [r.record["config"]["spec"] for r in results
+             if r.record and "spec" in r.record.get("config", {})]
+    if bound == "ais":
+        chains = "/".join(map(str, sorted({s.get("test_ais_chains") for s in specs} - {None})))
+        steps = "/".join(map(str, sorted({s.get("ais_steps") for s in specs} - {None})))
+        source = (f"from annealed importance sampling ({chains or '?'} chains of {steps or '?'} "
+                  f"distributions, models/ais.py)")
+    else:
+        ks = sorted({s.get("eval_samples") for s in specs} - {None})
+        source = f"from the {'/'.join(map(str, ks)) if ks else '10'}-sample ELBO"
     limits = sorted({r.cell.spec.test_examples for r in results}, key=lambda v: (v is None, v))
     rows = ("the whole test set" if limits == [None]
             else "the first " + "/".join(f"{v:,}" for v in limits if v is not None)
             + " test rows (a smoke budget: not comparable with the paper)")
-    return (f"{METRIC_WORDS[metric]}, from the {k}-sample ELBO on {rows}, at the parameters with "
+    return (f"{METRIC_WORDS[metric]}, {source} on {rows}, at the parameters with "
             f"the best validation bound (early stopping)")
 
 

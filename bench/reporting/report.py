@@ -29,6 +29,7 @@ from bench.reporting.published import (
     read_published,
 )
 from bench.reporting.render import table_csv, table_grid, table_latex, table_markdown
+from bench.reporting.scores import score_rows, scores_csv, scores_markdown
 from bench.reporting.sweep import draw_sweep, sweep_csv, sweep_markdown, sweep_rows
 from bench.reporting.table import Table, build_table
 from bench.reporting.throughput import (
@@ -72,7 +73,7 @@ def write_report(suite: Suite, budget: str | None, runs_dir: Path, results_dir: 
     out = report_dir(results_dir, suite, budget)
     files = copy_records(suite, budget, results + references, runs_dir, results_dir)
 
-    bound = describe_bound(results, suite.table.metric)
+    bound = describe_bound(results, suite.table.metric, suite.table.bound)
     header = report_header(suite, chosen, seeds, results, bound, command)
     table = build_table(suite, budget, seeds, results, header, paper_dir, references)
     table_path = out / "table.md"
@@ -96,6 +97,13 @@ def write_report(suite: Suite, budget: str | None, runs_dir: Path, results_dir: 
             rows, {"suite": suite.name, "budget": budget, "seeds": seeds, "command": command}))
         draw_sweep(rows, out / "sweep.png", f"suite {suite.name}, budget {budget}, seeds {seeds}")
         files += [out / "sweep.md", out / "sweep.csv", out / "sweep.png"]
+
+    if any(c.spec.test_reconstruction for c in cells):
+        rows = score_rows(results, suite.table.column_label)
+        atomic_write_text(out / "scores.md", scores_markdown(rows, header))
+        atomic_write_text(out / "scores.csv", scores_csv(
+            rows, {"suite": suite.name, "budget": budget, "seeds": seeds, "command": command}))
+        files += [out / "scores.md", out / "scores.csv"]
 
     throughput = throughput_rows(results)
     short_header = header[:3] + header[-2:-1]

@@ -1,4 +1,5 @@
-"""`python -m bench list`: every registered algorithm with its presets, model family and dataset.
+"""`python -m bench list`: every registered algorithm with its presets and the latents it handles,
+every model family and dataset.
 
 Algorithms are the suite's own and those of installed packages' entry points (group
 `nvil_bench.algorithms`); one that fails to load is listed with its error, and the exit status is 1.
@@ -16,7 +17,7 @@ def run(args) -> int:
     import datasets
     from algorithms import registry
     from models import FAMILIES
-    from models.specs import DETERMINISTIC_LAYERS
+    from models.specs import DETERMINISTIC_LAYERS, GAUSSIAN_FAMILIES
 
     status = 0
     print(f"algorithms (use NAME or NAME:PRESET, or any estimator class as {registry.SYNTAX}):")
@@ -34,6 +35,7 @@ def run(args) -> int:
         presets = [p for p in cls.presets if p]
         if presets:
             print(f"  {'':<12} presets: {', '.join(presets)}")
+        print(f"  {'':<12} latents: {', '.join(sorted(cls.latent_kinds))}")
         if problem is not None:  # an entry point shadowed by the suite's own estimator
             print(f"  {'':<12} error: {problem}")
             status = 1
@@ -41,11 +43,17 @@ def run(args) -> int:
     for family, (visible, autoregressive, single, kind) in FAMILIES.items():
         prior = "autoregressive prior" if autoregressive else "factorial prior"
         layers = "one latent layer" if single else "any number of latent layers"
+        latents = "binary latents"
+        if family in GAUSSIAN_FAMILIES:
+            prior = "N(0, I) prior"
+            latents = "Gaussian latents (a size ending in b: binary units)"
         if family in DETERMINISTIC_LAYERS:
             hidden, activation = DETERMINISTIC_LAYERS[family]
-            layers += (f"; conditionals are MLPs: {family}:SIZES[/HIDDEN][/ACTIVATION], default "
-                       f"{'-'.join(map(str, hidden))} {activation}")
-        print(f"  {family:<12} {visible} visibles, {prior}, {layers}; data: {kind}")
+            default = (f"default {'-'.join(map(str, hidden))} {activation}" if hidden
+                       else "default linear")
+            layers += (f"; conditionals are MLPs: {family}:SIZES[/HIDDEN][/ACTIVATION], "
+                       f"{default}")
+        print(f"  {family:<12} {visible} visibles, {latents}, {prior}, {layers}; data: {kind}")
     print("datasets:")
     for name in datasets.names():
         print(f"  {name:<12} splits: {', '.join(datasets.splits(name))}")

@@ -3,7 +3,8 @@ ratios to plain-PyTorch yardsticks measured in the same run; the ratio history, 
 
 Prints and records (results/perf/perf.json and perf.md, written atomically) updates/s and
 examples/s of one full training update of each algorithm on sbn:200, sbn:200-200-200, fdarn:200,
-sbn:200 with an autoregressive inference network, doc-sbn:50 and doc-fdarn:50 at minibatch 20, of
+sbn:200 with an autoregressive inference network, doc-sbn:50, doc-fdarn:50 and gauss:200 (Adam at
+1e-3, runs and yardstick alike) at minibatch 20, of
 16 runs trained together, of the matrix products alone of an NVIL update (the ceiling, for 1 and
 16 runs), and examples/s of the importance-sampled bound with K=5000 on sbn:200 (with the
 projected time for the 10,000 MNIST test images); and the ratio of each to the yardstick of its
@@ -80,7 +81,8 @@ def add_parser(subparsers) -> None:
         "perf", help="throughput of every algorithm, as ratios to plain-PyTorch NVIL yardsticks",
         description="Measure updates/s and examples/s of one training update of every registered "
                     "algorithm on every model family (sbn:200, sbn:200-200-200, fdarn:200, "
-                    "sbn:200 with autoregressive inference, doc-sbn:50, doc-fdarn:50) at minibatch "
+                    "sbn:200 with autoregressive inference, doc-sbn:50, doc-fdarn:50, gauss:200) at "
+                    "minibatch "
                     "20, of 16 runs together, of the matrix products alone of an NVIL update (the "
                     "ceiling for 1 and 16 runs), and of the iw bound with K=5000 on sbn:200, each "
                     "as a ratio to the plain-PyTorch NVIL update of its architecture measured in "

@@ -5,24 +5,22 @@ it stopped, and a cell interrupted mid-training resumes from its checkpoint. A c
 gets a failed record and the suite goes on. Cells that share a model, dataset and minibatch size
 are trained together as one batched computation (bench/batched.py), up to `--batch` runs at once;
 each keeps its own random stream, statistics, early stopping and record. `--jobs N` trains N
-groups at once in separate processes, each with cores // N torch threads (or `--threads`).
+groups at once in separate processes, each with cores // N torch threads (or `--threads`);
+`--executor ray [--address HOST:PORT]` makes each group a Ray task (bench/executors.py). A cell
+another process is training (a second `bench run` on the same runs directory) is left to it and
+waited for at the end, never trained twice (bench/locks.py).
 """
 
 from __future__ import annotations
 
-import os
 import shlex
 import time
 from pathlib import Path
 
-from bench.verbs.common import add_run_options, check_compute_options, set_threads
+from bench.verbs.common import add_run_options, check_compute_options
 
 DEFAULT_RESULTS_DIR = Path("results")
 DEFAULT_RUNS_DIR = Path("runs")
-
-# Datasets already loaded by this process, by (name, split): cells of a suite share them.
-_DATA_CACHE: dict = {}
-
 
 def add_suite_options(parser) -> None:
     parser.add_argument("suite", help="suite name (a file in bench/suites/, e.g. table1 or quick) "
@@ -45,7 +43,16 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--seeds", type=int, default=1, help="repeat every cell with seeds 0..N-1")
     parser.add_argument("--jobs", type=int, default=None,
                         help="groups of cells trained at once, in separate processes (default: "
-                             "one per core, at most one per group; 1: all in this process)")
+                             "one per core, at most one per group; 1: all in this process); "
+                             "with --executor ray, Ray tasks in flight at once (default: the "
+                             "cluster's CPUs // --threads)")
+    parser.add_argument("--executor", default="local",
+                        help="local (default: this machine's processes) or ray (a Ray task per "
+                             "group of cells; pip install -e \".[ray]\")")
+    parser.add_argument("--address", default=None, metavar="HOST:PORT",
+                        help="with --executor ray: the Ray cluster's head (default: start a local "
+                             "Ray instance for this command); --runs-dir must be a directory "
+                             "every node sees")
     parser.add_argument("--batch", type=int, default=16,
                         help="at most this many cells (of the same model, dataset and minibatch "
                              "size) trained as one batched computation (default 16; 1: one by one)")
@@ -80,52 +87,6 @@ def command_line(args) -> str:
     return shlex.join(parts)
 
 
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def _load_data(spec, data_dir):
-    key = (spec.dataset, spec.split)
-    if key not in _DATA_CACHE:
-        import datasets
-
-        try:
-            _DATA_CACHE[key] = datasets.load(spec.dataset, spec.split, data_dir=data_dir)
-        except Exception as error:  # noqa: BLE001 - every cell of this dataset fails alike
-            _DATA_CACHE[key] = error
-    if isinstance(_DATA_CACHE[key], Exception):
-        raise _DATA_CACHE[key]
-    return _DATA_CACHE[key]
-
-
-def train_unit(specs, out_dirs: list[str], data_dir, progress: bool, max_runs: int
-               ) -> list[tuple[str, str, str, float]]:
-    """Train cells that share a batch key, together; any exception becomes a failed record for
-    each of them. [(status, message, run dir, seconds)] in the order given."""
-    from bench.batched import train_runs_together
-    from bench.runs import train_run, write_failed_record
-
-    started = time.perf_counter()
-    try:
-        data = _load_data(specs[0], data_dir)
-        if len(specs) == 1:
-            records = [train_run(specs[0], Path(out_dirs[0]), data=data, progress=progress)]
-        else:
-            records = train_runs_together(specs, [Path(d) for d in out_dirs], data=data,
-                                          max_runs=max_runs, progress=progress)
-        results = [(r["status"], _headline(r)) for r in records]
-    except Exception as error:  # noqa: BLE001 - any failure of one unit must not stop the suite
-        for spec, out_dir in zip(specs, out_dirs, strict=True):
-            write_failed_record(spec, Path(out_dir), error)
-        results = [("failed", f"{type(error).__name__}: {error}")] * len(specs)
-    seconds = time.perf_counter() - started
-    return [(status, message, out_dir, seconds)
-            for (status, message), out_dir in zip(results, out_dirs, strict=True)]
-
-
 def _units(work, max_runs: int) -> list[list]:
     """Pending cells grouped by batch key (order of first appearance), at most max_runs each."""
     from bench.batched import batch_key
@@ -137,22 +98,18 @@ def _units(work, max_runs: int) -> list[list]:
             for i in range(0, len(members), max_runs)]
 
 
-def _headline(record: dict) -> str:
-    from bench.records import find_metric
-
-    metric = find_metric(record, "test", "elbo", record["config"]["spec"]["eval_samples"])
-    if metric is None:
-        return f"after {record['updates']} updates"
-    text = f"test NLL {metric['nll']:.2f}"
-    if metric.get("perplexity") is not None:
-        text += f", perplexity {metric['perplexity']:.1f}"
-    return text
-
-
 def run(args) -> int:
 
     from bench import suites
-    from bench.errors import UserError
+    from bench.errors import UserError, unknown_name
+    from bench.executors import (
+        EXECUTORS,
+        HereExecutor,
+        ProcessExecutor,
+        RayExecutor,
+        available_cores,
+        run_units,
+    )
     from bench.layout import copied_run_dir, run_dir
     from bench.reporting import METRIC_WORDS, note_text, write_report
     from bench.runs import record_is_complete
@@ -165,6 +122,10 @@ def run(args) -> int:
     if args.batch < 1:
         raise UserError(f"--batch must be at least 1, got {args.batch}")
     check_compute_options(args)
+    if args.executor not in EXECUTORS:
+        raise unknown_name("executor", args.executor, EXECUTORS)
+    if args.address is not None and args.executor != "ray":
+        raise UserError("--address names a Ray cluster's head: it goes with --executor ray")
     if args.k is not None and args.k < 0:
         raise UserError(f"--k must be 0 (no importance-sampled bound) or more, got {args.k}")
     overrides = {"device": args.device} if args.device else {}
@@ -182,14 +143,24 @@ def run(args) -> int:
 
     pending = [c for c in cells if not done(c)]
     progress = not args.no_progress
-    work = [(c, str(run_dir(runs_dir, suite, budget.name, c))) for c in pending]
+    # Absolute: a Ray worker (or a process started elsewhere) has its own working directory.
+    work = [(c, str(run_dir(runs_dir, suite, budget.name, c).resolve())) for c in pending]
     units = _units(work, args.batch) if pending else []
-    # Groups of different estimators cannot share a computation: by default each core takes one.
-    jobs = args.jobs or max(1, min(available_cores(), len(units)))
+    executor, where = None, ""
+    if pending and args.executor == "ray":
+        # A Ray task per unit, --threads CPUs each (default 1); Ray places them on the cluster.
+        executor = RayExecutor(args.address, args.threads or 1, args.device, args.jobs)
+        where = f" as Ray tasks, {executor.slots} at once"
+    elif pending:
+        # Groups of different estimators cannot share a computation: by default each core
+        # takes one.
+        jobs = min(args.jobs or available_cores(), len(units))
+        threads = args.threads or max(1, available_cores() // jobs)
+        executor = HereExecutor(threads) if jobs == 1 else ProcessExecutor(jobs, threads)
+        where = f" in {jobs} processes" if jobs > 1 else ""
     print(f"suite {suite.name}, budget {budget.name} ({budget.describe()}), seeds {args.seeds}: "
           f"{len(cells)} cells, {len(cells) - len(pending)} already done, {len(pending)} to run"
-          + (f" in {min(jobs, len(units))} processes" if jobs > 1 and len(units) > 1 else ""),
-          flush=True)
+          + where, flush=True)
     started = time.perf_counter()
     for reference in suite.references:  # closed-form sanity rows: seconds, not training
         directory = run_dir(runs_dir, suite, budget.name, reference)
@@ -198,14 +169,8 @@ def run(args) -> int:
 
             record = write_reference(reference, directory, args.data_dir)
             print(f"reference {reference.run_name}: {record['status']}", flush=True)
-    if pending:
-        threads = args.threads or max(1, available_cores() // jobs)
-        if jobs == 1 or len(units) == 1:
-            set_threads(threads)
-            _run_here(units, args.data_dir, progress, args.batch)
-        else:
-            _run_parallel(units, args.data_dir, progress, min(jobs, len(units)), threads,
-                          args.batch)
+    if executor is not None:
+        run_units(units, executor, args.data_dir, progress, args.batch)
     elapsed = time.perf_counter() - started
     report = write_report(suite, budget.name, runs_dir, Path(args.results_dir), args.seeds,
                           command=command_line(args))
@@ -226,76 +191,3 @@ def run(args) -> int:
         print("not complete: " + ", ".join(f"{n} {s}" for s, n in sorted(problems.items())))
         return 1
     return 0
-
-
-def _bar(total: int, enabled: bool):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="cells", unit="cell", dynamic_ncols=True, position=0)
-
-
-def _report_cell(bar, done: int, total: int, name: str, status: str, message: str,
-                 seconds: float) -> None:
-    line = f"[{done}/{total}] {name}: {status} ({message}) in {seconds:.0f} s"
-    if bar is not None:
-        bar.write(line)
-        bar.update(1)
-    else:
-        print(line, flush=True)
-
-
-def _run_here(units, data_dir, progress: bool, max_runs: int) -> None:
-    total = sum(len(unit) for unit in units)
-    bar = _bar(total, progress)
-    done = 0
-    try:
-        for unit in units:
-            results = train_unit([cell.spec for cell, _ in unit], [d for _, d in unit], data_dir,
-                                 progress, max_runs)
-            for (cell, _), (status, message, _, seconds) in zip(unit, results, strict=True):
-                done += 1
-                _report_cell(bar, done, total, cell.run_name, status, message, seconds)
-    finally:
-        if bar is not None:
-            bar.close()
-
-
-def _run_parallel(units, data_dir, progress: bool, jobs: int, threads: int, max_runs: int) -> None:
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    from bench.runs import write_failed_record
-
-    total = sum(len(unit) for unit in units)
-    bar = _bar(total, progress)
-    # Per-run bars of parallel workers would overwrite each other: only the bar over cells.
-    executor = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=set_threads, initargs=(threads,))
-    try:
-        futures = {executor.submit(train_unit, [cell.spec for cell, _ in unit],
-                                   [d for _, d in unit], data_dir, False, max_runs): unit
-                   for unit in units}
-        started = time.perf_counter()
-        done = 0
-        for future in as_completed(futures):
-            unit = futures[future]
-            try:
-                results = future.result()
-            except Exception as error:  # noqa: BLE001 - a worker that died (e.g. out of memory)
-                seconds = time.perf_counter() - started
-                results = []
-                for cell, out_dir in unit:
-                    write_failed_record(cell.spec, Path(out_dir), error)
-                    results.append(("failed", f"{type(error).__name__}: {error}", out_dir, seconds))
-            for (cell, _), (status, message, _, seconds) in zip(unit, results, strict=True):
-                done += 1
-                _report_cell(bar, done, total, cell.run_name, status, message, seconds)
-    except BaseException:
-        executor.shutdown(wait=False, cancel_futures=True)
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-    executor.shutdown(wait=True)
