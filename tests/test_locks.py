@@ -30,9 +30,16 @@ def bench(*args, **kwargs):
                           text=True, timeout=600, **kwargs)
 
 
-def start_bench(*args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=REPO, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def start_bench(*args, stdout: Path | None = None) -> subprocess.Popen:
+    """`bench ARGS` in the background; its standard output piped, or written to `stdout` as it
+    is printed."""
+    if stdout is None:
+        return subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=REPO, text=True,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with stdout.open("w") as file:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([sys.executable, "-m", "bench", *args], cwd=REPO, text=True,
+                                stdout=file, stderr=subprocess.PIPE,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
 
 
 def wait_until(condition, seconds: float = 120, what: str = "condition"):
@@ -48,15 +55,16 @@ def wait_until(condition, seconds: float = 120, what: str = "condition"):
 HOLDER = textwrap.dedent("""
     import sys, time
     from bench import locks
-    locks.acquire(sys.argv[1])
+    for directory in sys.argv[1:]:
+        locks.acquire(directory)
     print("held", flush=True)
     time.sleep(600)
 """)
 
 
-def hold_in_another_process(directory: Path) -> subprocess.Popen:
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(directory)], cwd=REPO, text=True,
-                              stdout=subprocess.PIPE)
+def hold_in_another_process(*directories: Path) -> subprocess.Popen:
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, *map(str, directories)], cwd=REPO,
+                              text=True, stdout=subprocess.PIPE)
     assert holder.stdout.readline().strip() == "held"
     return holder
 
@@ -164,13 +172,23 @@ def test_two_concurrent_runs_on_one_runs_directory_train_every_cell_once(tmp_pat
     command = ["run", str(suite), "--runs-dir", str(tmp_path / "runs"), "--results-dir",
                str(tmp_path / "results"), "--jobs", "1", "--batch", "1", "--threads", "1",
                "--no-progress"]
-    commands = [start_bench(*command), start_bench(*command)]
-    outputs = [process.communicate(timeout=600) for process in commands]
-    for process, (out, err) in zip(commands, outputs, strict=True):
-        assert process.returncode == 0, out + err
-    printed = "\n".join(out for out, _ in outputs)
     cells = ["synthetic-sbn_4-8-nvil-s0", "synthetic-sbn_4-8-wake-sleep-s0",
              "synthetic-sbn_4-8-reinforce-s0", "synthetic-sbn_4-8-rws-s0"]
+    # A third process holds every cell until both commands have found them held, so that the two
+    # really run at once however their start-up times differ; then both race for each cell.
+    holder = hold_in_another_process(*(tmp_path / "runs" / "two" / "tiny" / c for c in cells))
+    logs = [tmp_path / "first.out", tmp_path / "second.out"]
+    commands = [start_bench(*command, stdout=log) for log in logs]
+    try:
+        wait_until(lambda: all(log.read_text().count("held by another process") == 4
+                               for log in logs), 120, "both commands to find every cell held")
+    finally:
+        holder.kill()
+        holder.wait()
+    outputs = [process.communicate(timeout=600) for process in commands]
+    for process, log, (_, err) in zip(commands, logs, outputs, strict=True):
+        assert process.returncode == 0, log.read_text() + err
+    printed = "\n".join(log.read_text() for log in logs)
     for cell in cells:
         reported = re.findall(rf"^\[\d/4\] {re.escape(cell)}: complete \((.*)\) in", printed,
                               re.MULTILINE)
@@ -179,8 +197,6 @@ def test_two_concurrent_runs_on_one_runs_directory_train_every_cell_once(tmp_pat
         assert len(reported) == 2 and len(trained) == 1, printed
         record = json.loads((tmp_path / "runs" / "two" / "tiny" / cell / "record.json").read_text())
         assert record["status"] == "complete" and record["updates"] == 2000
-    # and the two really ran at once: one of them found a cell held by the other
-    assert "held by another process" in printed, printed
 
 
 @pytest.mark.parametrize("umask", [0o002, 0o077])

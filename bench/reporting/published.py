@@ -21,6 +21,7 @@ from pathlib import Path
 from bench.errors import UserError
 from bench.reporting.cells import CellResult, Summary, fmt
 from bench.reporting.paper import PAPER_DIR, model_label
+from bench.reporting.render import report_opening
 
 #: the suite's own protocol on the binarized MNIST it ships (datasets/mnist.py)
 OUR_BINARIZATION = "fixed"
@@ -126,13 +127,13 @@ def published_rows(numbers: list[PublishedNumber], results: list[CellResult],
 
 
 def published_markdown(rows: list[dict], header: list[str]) -> str:
-    lines = ["# Published numbers beside ours", ""] + header + [
-        "", "Each published number with the protocol it was measured under, and the suite's "
-        "number of the same kind (ELBO against ELBO, importance-sampled against "
-        "importance-sampled) for the same model and estimator at this budget. Only a test-set "
-        "number on the same fixed binarization is comparable, and even then the optimizer and "
-        "the budget differ (columns). All in nats, lower is better; `printed` is the number as "
-        "the paper prints it.", ""]
+    lines = report_opening(
+        "Published numbers beside ours", header,
+        "Each published number with the protocol it was measured under, and the suite's number of "
+        "the same kind (ELBO against ELBO, importance-sampled against importance-sampled) for the "
+        "same model and estimator at this budget. Only a test-set number on the same fixed "
+        "binarization is comparable, and even then the optimizer and the budget differ (columns). "
+        "All in nats, lower is better; `printed` is the number as the paper prints it.")
     head = ["Model", "Dim", "Estimator", "Published", "Printed", "Ours", "Evaluated on", "Bound",
             "Binarization", "Optimizer", "Steps", "Train K", "Selection", "Comparable",
             "Reference"]

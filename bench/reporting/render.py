@@ -32,6 +32,12 @@ def _row_values(table: Table, row: TableRow) -> list[str]:
     return values
 
 
+def report_opening(title: str, header: list[str], what: str) -> list[str]:
+    """The first lines of a Markdown report: its title, the suite's header lines, and a paragraph
+    saying what the numbers below are."""
+    return [f"# {title}", "", *header, "", what, ""]
+
+
 def _md_escape(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 

@@ -14,7 +14,7 @@ import io
 import statistics
 
 from bench.reporting.cells import CellResult, fmt
-from bench.reporting.render import markdown_grid
+from bench.reporting.render import markdown_grid, report_opening
 
 FIELDS = ["model", "estimator", "n", "ais_nll", "ais_chains", "ais_steps", "elbo_nll", "iw_nll",
           "iw_k", "squared_error", "mse", "model_evaluations_per_example", "updates_per_s",
@@ -67,12 +67,13 @@ def score_rows(results: list[CellResult], column_label) -> list[dict]:
 
 
 def scores_markdown(rows: list[dict], header: list[str]) -> str:
-    lines = ["# Every test score", ""] + header + [
-        "", "Test NLL in nats (lower is better) from annealed importance sampling (AIS, needs no "
-        "inference network), from the inference network's ELBO and importance-sampled bound "
-        "(iw), the reconstruction error of the test rows from the latents each estimator infers "
-        "(squared error per image and per pixel: Q's sample, or the MCMC chain's last state), "
-        "model evaluations per example and update, and training updates/s. Mean over seeds.", ""]
+    lines = report_opening(
+        "Every test score", header,
+        "Test NLL in nats (lower is better) from annealed importance sampling (AIS, needs no "
+        "inference network), from the inference network's ELBO and importance-sampled bound (iw), "
+        "the reconstruction error of the test rows from the latents each estimator infers (squared"
+        " error per image and per pixel: Q's sample, or the MCMC chain's last state), model "
+        "evaluations per example and update, and training updates/s. Mean over seeds.")
     headers = ["Model", "Estimator", "n", "AIS NLL", "ELBO NLL", "iw NLL", "sq. error / image",
                "MSE / pixel", "evals / example", "updates/s", "inference"]
     grid = [[r["model"], r["estimator"], str(r["n"]),

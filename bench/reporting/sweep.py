@@ -12,6 +12,7 @@ from pathlib import Path
 
 from bench.reporting.cells import CellResult, fmt
 from bench.reporting.figure import save_png
+from bench.reporting.render import report_opening
 
 BOUND_WORDS = {"iw": "log P(x), importance-sampled (model p)",
                "star": "log p*(x) = log p̃*(x) - log Ẑ² (model p*)",
@@ -51,11 +52,12 @@ def sweep_rows(results: list[CellResult], column_label) -> list[dict]:
 
 
 def sweep_markdown(rows: list[dict], header: list[str]) -> str:
-    lines = ["# Estimates against the number of samples K", ""] + header + [
-        "", "Test NLL in nats (lower is better), mean over seeds, at each number of samples K of "
-        "the inference network per example; each table one quantity, never mixed. For p*, "
-        "log Ẑ² is the normaliser's estimate (its standard error and sample count beside it), "
-        "already subtracted.", ""]
+    lines = report_opening(
+        "Estimates against the number of samples K", header,
+        "Test NLL in nats (lower is better), mean over seeds, at each number of samples K of the "
+        "inference network per example; each table one quantity, never mixed. For p*, log Ẑ² is "
+        "the normaliser's estimate (its standard error and sample count beside it), already "
+        "subtracted.")
     for bound in dict.fromkeys(r["bound"] for r in rows):
         subset = [r for r in rows if r["bound"] == bound]
         ks = sorted({r["k"] for r in subset})
