@@ -222,6 +222,31 @@ def test_the_gate_fails_a_ratio_30_percent_below_the_baseline_and_passes_10_perc
     assert tracking.gate({}, baseline)[0].verdict == "not measured"
 
 
+def test_a_16_run_benchmark_fails_only_if_slower_against_its_products_ceiling_too():
+    """Memory bandwidth shared with a neighbour slows 16 runs' products and the ceiling that makes
+    the same products alike: that is the machine. Slower against the yardstick with the ceiling
+    unchanged is the suite's update."""
+    batched, ceiling = ("update 16 runs batched: nvil sbn:200",
+                        "ceiling: matrix products only, 16 runs nvil sbn:200")
+    baseline = {batched: 1.6, ceiling: 3.0}
+    pairs = {batched: ceiling}
+    starved = tracking.gate({batched: 1.6 * 0.6, ceiling: 3.0 * 0.65}, baseline, ceilings=pairs)
+    assert not tracking.gate_failures(starved)
+    assert starved[0].change == pytest.approx(-0.4)
+    assert starved[0].change_against_ceiling == pytest.approx(0.6 / 0.65 - 1)
+    assert starved[0].verdict.startswith("ok (its products ceiling slowed")
+    slower = tracking.gate({batched: 1.6 * 0.6, ceiling: 3.0}, baseline, ceilings=pairs)
+    assert [row.benchmark for row in tracking.gate_failures(slower)] == [batched]
+    # both criteria must fail: slower against the ceiling alone (a faster machine's products) is
+    # not a failure either
+    faster_products = tracking.gate({batched: 1.6, ceiling: 3.0 * 1.5}, baseline, ceilings=pairs)
+    assert not tracking.gate_failures(faster_products)
+    # without the pairing, the yardstick alone decides, as for every other benchmark
+    assert tracking.gate_failures(tracking.gate({batched: 1.6 * 0.6, ceiling: 3.0 * 0.65},
+                                                baseline))
+    assert "vs ceiling" in tracking.gate_report(starved)
+
+
 def synthetic_result(commit: str, started: str, scale: float) -> dict:
     entries = [{"name": name, "kind": kind, "yardstick": yardstick, "ratio_to_yardstick": ratio}
                for name, kind, yardstick, ratio in (

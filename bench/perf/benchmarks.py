@@ -357,7 +357,9 @@ def batched_update_benchmark(algorithm: str, model: str | Architecture = "sbn:20
                      update.step, BATCH_SIZE * update.runs, algorithm, arch.model, arch.name,
                      {"inference": arch.inference, "batch_size": BATCH_SIZE, "runs": update.runs,
                       "engine": update.engine, "algorithms": sorted(set(names)),
-                      "model_evaluations_per_example": update.evaluations_per_example})
+                      "model_evaluations_per_example": update.evaluations_per_example,
+                      # the products its runs stream (the gate compares against both)
+                      "products_ceiling": ceiling_name(update.runs, arch)})
 
 
 # -- the ceilings: the matrix products of one update alone -----------------------------------------

@@ -13,8 +13,9 @@ with its other jobs, a ratio to a yardstick measured in the same run, interleave
               settings, and the settings and machine it was measured with; with --keep-lower,
               the lower of the file's ratio and the new one (a baseline for several loads).
     gate      `python -m bench perf --check` (what .ci/run calls) fails when a benchmark's ratio
-              falls more than TOLERANCE (25%) below the baseline's ratio for it; the ceilings,
-              which run no code of the suite, are reported and not gated.
+              falls more than TOLERANCE (25%) below the baseline's ratio for it (for the 16-run
+              benchmarks: and relative to their products ceiling too); the ceilings, which run
+              no code of the suite, are reported and not gated.
 """
 
 from __future__ import annotations
@@ -191,6 +192,8 @@ class GateRow:
     baseline: float | None       # the baseline's (None: new, not gated)
     tolerance: float
     gated: bool = True           # False: reported only (the ceilings: no code of the suite)
+    ceiling_ratio: float | None = None     # this run's ratio of the products ceiling the
+    ceiling_baseline: float | None = None  # benchmark streams alike (16 runs), and the baseline's
 
     @property
     def change(self) -> float | None:
@@ -199,9 +202,23 @@ class GateRow:
         return self.ratio / self.baseline - 1
 
     @property
+    def change_against_ceiling(self) -> float | None:
+        """The change of the benchmark's speed relative to its products ceiling's: what is left of
+        `change` once what slowed the machine's products alike (memory bandwidth shared with a
+        neighbour) is taken out. None without a ceiling."""
+        if None in (self.ratio, self.baseline, self.ceiling_ratio, self.ceiling_baseline):
+            return None
+        return (self.ratio / self.ceiling_ratio) / (self.baseline / self.ceiling_baseline) - 1
+
+    @property
     def failed(self) -> bool:
-        change = self.change
-        return self.gated and change is not None and change < -self.tolerance
+        """Slower than the baseline relative to the yardstick by more than the tolerance, and,
+        where the benchmark has a products ceiling, relative to that ceiling too: a slower
+        update of the suite's is slower against both, a starved machine's products slow the
+        ceiling as much as the benchmark."""
+        change, against_ceiling = self.change, self.change_against_ceiling
+        return (self.gated and change is not None and change < -self.tolerance
+                and (against_ceiling is None or against_ceiling < -self.tolerance))
 
     @property
     def verdict(self) -> str:
@@ -211,7 +228,11 @@ class GateRow:
             return "not measured"
         if not self.gated:
             return "not gated"
-        return "SLOWER" if self.failed else "ok"
+        if self.failed:
+            return "SLOWER"
+        if self.change is not None and self.change < -self.tolerance:
+            return "ok (its products ceiling slowed as much: the machine)"
+        return "ok"
 
 
 CEILING_PREFIX = "ceiling:"
@@ -226,11 +247,14 @@ def gated(name: str) -> bool:
 
 
 def gate(ratios: dict[str, float], baseline: dict[str, float],
-         tolerance: float = TOLERANCE) -> list[GateRow]:
+         tolerance: float = TOLERANCE, ceilings: dict[str, str] | None = None) -> list[GateRow]:
     """Every benchmark of the run and of the baseline, compared: a row fails when its ratio is more
-    than `tolerance` (a fraction) below the baseline's ratio (ceilings excepted: `gated`)."""
+    than `tolerance` (a fraction) below the baseline's ratio (ceilings excepted: `gated`) and, for
+    a benchmark that `ceilings` maps to its products ceiling, also relative to that ceiling."""
+    ceilings = ceilings or {}
     names = list(dict.fromkeys([*ratios, *baseline]))
-    return [GateRow(name, ratios.get(name), baseline.get(name), tolerance, gated(name))
+    return [GateRow(name, ratios.get(name), baseline.get(name), tolerance, gated(name),
+                    ratios.get(ceilings.get(name, "")), baseline.get(ceilings.get(name, "")))
             for name in names]
 
 
@@ -242,15 +266,18 @@ def gate_report(rows: list[GateRow]) -> str:
     def ratio(value):
         return "–" if value is None else f"{value:#.3g}"
 
-    header = ["benchmark", "ratio", "baseline", "change", "verdict"]
+    def percent(value):
+        return "–" if value is None else f"{value:+.0%}"
+
+    header = ["benchmark", "ratio", "baseline", "change", "vs ceiling", "verdict"]
     table = [header] + [[row.benchmark, ratio(row.ratio), ratio(row.baseline),
-                         "–" if row.change is None else f"{row.change:+.0%}", row.verdict]
+                         percent(row.change), percent(row.change_against_ceiling), row.verdict]
                         for row in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(header))]
     lines = []
     for index, line in enumerate(table):
         cells = [line[0].ljust(widths[0])] + [cell.rjust(width) for cell, width
-                                              in zip(line[1:4], widths[1:4], strict=True)] + [line[4]]
+                                              in zip(line[1:5], widths[1:5], strict=True)] + [line[5]]
         lines.append("  ".join(cells).rstrip())
         if index == 0:
             lines.append("  ".join("-" * w for w in widths))
