@@ -57,12 +57,13 @@ def test_kept_memory_is_reused_without_page_faults():
     kept = page_faults("keep")
     if not kept["kept"]:
         pytest.skip("this C library has no mallopt (not glibc)")
+    # Kept, the heap serves a whole call from memory it already has: 0 faults measured on every
+    # machine so far, for a call whose temporaries are hundreds of MiB (by default they are
+    # faulted in again: 15,000-85,000 pages of 4 KiB a call measured here and on CI machines).
+    # The default's count is not asserted: it depends on the machine's C library and kernel
+    # (glibc's adaptive mmap and trim thresholds keep part of the memory, more on some machines).
     default = page_faults("default")
-    # By default every chunk's temporaries are faulted in again (15,000-85,000 pages of 4 KiB a
-    # call measured on CI machines: glibc's adaptive mmap threshold sometimes keeps part of them);
-    # kept, the heap serves a whole call from memory it already has (0 faults measured).
-    assert default["faults"] > 10_000, default
-    assert kept["faults"] < default["faults"] / 5, (kept, default)
+    assert kept["faults"] < 1_000, (kept, default)
 
 
 def test_the_command_line_keeps_freed_memory():
