@@ -252,10 +252,14 @@ def gate(ratios: dict[str, float], baseline: dict[str, float],
     than `tolerance` (a fraction) below the baseline's ratio (ceilings excepted: `gated`) and, for
     a benchmark that `ceilings` maps to its products ceiling, also relative to that ceiling."""
     ceilings = ceilings or {}
-    names = list(dict.fromkeys([*ratios, *baseline]))
-    return [GateRow(name, ratios.get(name), baseline.get(name), tolerance, gated(name),
-                    ratios.get(ceilings.get(name, "")), baseline.get(ceilings.get(name, "")))
-            for name in names]
+
+    def row(name: str) -> GateRow:
+        ceiling = ceilings.get(name)
+        return GateRow(name, ratios.get(name), baseline.get(name), tolerance, gated(name),
+                       ratios.get(ceiling) if ceiling else None,
+                       baseline.get(ceiling) if ceiling else None)
+
+    return [row(name) for name in dict.fromkeys([*ratios, *baseline])]
 
 
 def gate_failures(rows: list[GateRow]) -> list[GateRow]:
