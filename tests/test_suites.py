@@ -407,3 +407,49 @@ def test_the_estimators_suite_compares_at_matched_updates_and_matched_evaluation
     assert matched[("rloo", "sbn:200")] == 2_500                   # K = 4
     assert matched[("arm", "sbn:200-200")] == round(10_000 / 3)   # trajectory + 2 branches
     assert all(c.spec.test_iw_samples == 1_000 for c in suites.expand(suite, "short"))
+
+
+TWO_SEEDS_SUITE = """
+[suite]
+title = "Seeds found"
+default_budget = "tiny"
+
+[defaults]
+dataset = "synthetic"
+model = "sbn:4-8"
+
+[[cells]]
+algorithm = "nvil"
+
+[table]
+metric = "nll"
+rows = "model"
+columns = "algorithm"
+
+[budgets.tiny]
+updates = 20
+eval_interval = 10
+eval_examples = 50
+test_examples = 50
+"""
+
+
+def test_run_without_seeds_takes_as_many_seeds_as_have_records(tmp_path):
+    suite = tmp_path / "seeds.toml"
+    suite.write_text(TWO_SEEDS_SUITE)
+    command = [sys.executable, "-m", "bench", "run", str(suite), "--runs-dir",
+               str(tmp_path / "runs"), "--results-dir", str(tmp_path / "results"),
+               "--no-progress", "--threads", "1"]
+    fresh = subprocess.run(command + ["--seeds", "2"], cwd=REPOSITORY, capture_output=True,
+                           text=True, timeout=300)
+    assert fresh.returncode == 0, fresh.stdout + fresh.stderr
+    again = subprocess.run(command, cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "seeds 2: 2 cells, 2 already done, 0 to run" in again.stdout, again.stdout
+    assert "(n=2)" in (tmp_path / "results" / "seeds" / "tiny" / "table.md").read_text()
+    # with no records at all, one seed
+    empty = subprocess.run(command[:6] + [str(tmp_path / "other"), "--results-dir",
+                                           str(tmp_path / "other-results"), "--no-progress",
+                                           "--threads", "1"],
+                           cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
+    assert "seeds 1: 1 cells, 0 already done, 1 to run" in empty.stdout, empty.stdout

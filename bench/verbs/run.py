@@ -40,7 +40,10 @@ def add_parser(subparsers) -> None:
                     "Complete cells are skipped and interrupted ones resume, so running the same "
                     "command again continues where it stopped.")
     add_suite_options(parser)
-    parser.add_argument("--seeds", type=int, default=1, help="repeat every cell with seeds 0..N-1")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="repeat every cell with seeds 0..N-1 (default: as many seeds as have "
+                             "records in the runs or results directory, at least 1, so that the "
+                             "command remakes the report it finds)")
     parser.add_argument("--jobs", type=int, default=None,
                         help="groups of cells trained at once, in separate processes (default: "
                              "one per core, at most one per group; 1: all in this process); "
@@ -131,9 +134,13 @@ def run(args) -> int:
     overrides = {"device": args.device} if args.device else {}
     if args.k is not None:
         overrides["test_iw_samples"] = args.k
-    cells = suites.expand(suite, budget.name, args.seeds, overrides)
     runs_dir = Path(args.runs_dir)
     results_dir = Path(args.results_dir)
+    if args.seeds is None:
+        from bench.reporting import discover_seeds
+
+        args.seeds = discover_seeds(suite, budget.name, runs_dir, results_dir)
+    cells = suites.expand(suite, budget.name, args.seeds, overrides)
 
     def done(cell) -> bool:
         # A record committed with the report counts as done: a suite too long for one sitting
