@@ -128,7 +128,8 @@ def train_unit(specs, out_dirs: list[str], data_dir, progress: bool, max_runs: i
             except locks.RunLocked as held:
                 outcomes[index] = CellOutcome("held", locks.describe(held.holder), out_dir, 0.0)
                 continue
-            if record_is_complete(Path(out_dir)):  # another process finished it meanwhile
+            # Another process finished it meanwhile.
+            if record_is_complete(Path(out_dir), specs[index].updates):
                 outcomes[index] = _outcome(read_record(Path(out_dir)), out_dir, 0.0,
                                            "trained by another process: ")
                 locks.release(Path(out_dir))

@@ -21,14 +21,23 @@ from bench.specs import RunSpec
 from bench.training import BEST, CURVE, Run, RunGroup, build
 
 
-def record_is_complete(out_dir: Path) -> bool:
+def record_is_complete(out_dir: Path, updates: int | None = None) -> bool:
+    """Whether the run's record is final: diverged, or complete and, with `updates` (the budget
+    asked for now), trained to it or stopped by patience. A record of a smaller budget (a run
+    directory carried on to a larger one) is not: training extends it from its checkpoint."""
     path = Path(out_dir) / RECORD
     if not path.exists():
         return False
     try:
-        return read_record(path).get("status") in ("complete", "diverged")
+        record = read_record(path)
     except Exception:
         return False
+    if record.get("status") == "diverged":
+        return True
+    if record.get("status") != "complete":
+        return False
+    return (updates is None or record.get("stop_reason") == "patience"
+            or int(record.get("updates", 0)) >= updates)
 
 
 def train_run(spec: RunSpec, out_dir: Path, data=None, data_dir=None, progress: bool = True,

@@ -453,3 +453,36 @@ def test_run_without_seeds_takes_as_many_seeds_as_have_records(tmp_path):
                                            "--threads", "1"],
                            cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
     assert "seeds 1: 1 cells, 0 already done, 1 to run" in empty.stdout, empty.stdout
+
+
+def test_a_run_carried_on_to_a_larger_budget_is_extended_not_counted_done(tmp_path, capsys):
+    """A run directory of a smaller budget copied under a larger one (the way a session run is
+    carried on to `long`) holds a complete record of fewer updates: the larger budget trains it on
+    from its checkpoint to the new cap, and its record says so."""
+    import json
+    import shutil
+
+    suite = tmp_path / "carry.toml"
+    suite.write_text(TWO_SEEDS_SUITE + """
+[budgets.longer]
+updates = 40
+eval_interval = 10
+eval_examples = 50
+test_examples = 50
+""")
+    arguments = ["run", str(suite), "--no-progress", "--jobs", "1", "--runs-dir",
+                 str(tmp_path / "runs"), "--results-dir", str(tmp_path / "out")]
+    assert main(arguments) == 0
+    [short] = (tmp_path / "runs" / "carry" / "tiny").iterdir()
+    curve_before = (short / "curve.csv").read_text()
+    shutil.copytree(short, tmp_path / "runs" / "carry" / "longer" / short.name)
+    capsys.readouterr()
+    assert main(arguments + ["--budget", "longer"]) == 0
+    assert "1 cells, 0 already done, 1 to run" in capsys.readouterr().out
+    record = json.loads((tmp_path / "runs" / "carry" / "longer" / short.name
+                         / "record.json").read_text())
+    assert record["status"] == "complete" and record["updates"] == 40
+    curve = (tmp_path / "runs" / "carry" / "longer" / short.name / "curve.csv").read_text()
+    assert curve.startswith(curve_before.strip())  # carried on, not restarted
+    assert main(arguments + ["--budget", "longer"]) == 0
+    assert "1 cells, 1 already done, 0 to run" in capsys.readouterr().out

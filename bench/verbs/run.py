@@ -145,8 +145,10 @@ def run(args) -> int:
     def done(cell) -> bool:
         # A record committed with the report counts as done: a suite too long for one sitting
         # lands cell by cell, and the same command goes on with the rest on another machine.
-        return (record_is_complete(run_dir(runs_dir, suite, budget.name, cell))
-                or record_is_complete(copied_run_dir(results_dir, suite, budget.name, cell)))
+        updates = cell.spec.updates
+        return (record_is_complete(run_dir(runs_dir, suite, budget.name, cell), updates)
+                or record_is_complete(copied_run_dir(results_dir, suite, budget.name, cell),
+                                      updates))
 
     pending = [c for c in cells if not done(c)]
     progress = not args.no_progress
