@@ -26,7 +26,11 @@ A suite file has five parts (see `bench/suites/table1.toml` for a commented exam
                    `update_axis` ("auto": logarithmic for budgets of 500,000 updates or more,
                    "log", "linear")
     [budgets.NAME] per budget: `updates`, `eval_interval` and any other RunSpec field except
-                   `seed`; `note` (text stated with every table run under it)
+                   `seed`; `note` (text stated with every table run under it);
+                   `algorithm_options` (algorithm name -> options the budget sets for its cells,
+                   e.g. `{ nvil = { variance_normalisation = false } }`: a protocol that changes
+                   an estimator's setting names it here and in its note); `continues` (another
+                   budget: its finished runs are carried on from their checkpoints to this cap)
 
 `expand(suite, budget, seeds)` gives the cells in run order (every cell of seed 0 first, so an
 interrupted suite has whole tables early): each a `Cell` with its RunSpec, its table position and
@@ -67,6 +71,13 @@ class Budget:
     #: matched model evaluations: `updates`, `eval_interval` and `patience` are counted for an
     #: estimator making one model evaluation per example; one making E trains 1/E as many updates
     match_evaluations: bool = False
+    #: algorithm name (before any ":preset") -> options this budget sets for that algorithm's
+    #: cells, over the cells' own: a protocol that changes an estimator's setting, e.g. NVIL
+    #: without variance normalisation, says so in the budget (and its note), never silently
+    algorithm_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: another budget of the suite whose finished runs this one carries on: a cell with no run
+    #: directory here starts from that budget's checkpoint (same settings but the cap on updates)
+    continues: str = ""
 
     @property
     def updates(self) -> int:
@@ -383,17 +394,40 @@ def _budgets(raw: dict, fail) -> dict[str, Budget]:
         match = settings.pop("match_evaluations", False)
         if not isinstance(match, bool):
             raise fail(f"[budgets.{name}]: match_evaluations must be true or false")
+        algorithm_options = _algorithm_options(settings.pop("algorithm_options", {}),
+                                               f"[budgets.{name}]", fail)
+        continues = settings.pop("continues", "")
+        if continues and (continues not in raw or continues == name):
+            raise fail(f"[budgets.{name}]: continues = {continues!r} names no other budget of "
+                       f"this suite (valid: {', '.join(b for b in raw if b != name)})")
         if "updates" not in settings:
             raise fail(f"[budgets.{name}] must set updates")
         for key, value in settings.items():
             if key not in SPEC_FIELDS or key in ("seed", "options"):
                 raise fail(f"[budgets.{name}]: {key!r} is not a run setting a budget may set "
-                           f"(valid: note, match_evaluations and the RunSpec fields other than seed "
-                           f"and options)")
+                           f"(valid: note, match_evaluations, algorithm_options, continues and "
+                           f"the RunSpec fields other than seed and options)")
             _check_type(key, value, f"[budgets.{name}]", fail)
         budgets[name] = Budget(name=name, settings=settings, note=str(note),
-                               match_evaluations=match)
+                               match_evaluations=match, algorithm_options=algorithm_options,
+                               continues=str(continues))
     return budgets
+
+
+def _algorithm_options(raw, where: str, fail) -> dict[str, dict[str, Any]]:
+    """`algorithm_options = { nvil = { variance_normalisation = false } }`: per algorithm name,
+    a table of its options (checked against the algorithm when the suite expands)."""
+    from algorithms.registry import resolve
+
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        raise fail(f"{where}: algorithm_options must be a table of algorithm = {{ option = value }}"
+                   ", e.g. algorithm_options = { nvil = { variance_normalisation = false } }")
+    for name in raw:
+        try:
+            resolve(name)
+        except UserError as error:
+            raise fail(f"{where}: algorithm_options: {error}") from None
+    return {name: dict(options) for name, options in raw.items()}
 
 
 def _block_cells(defaults: dict, block: dict) -> list[dict[str, Any]]:
@@ -440,6 +474,7 @@ def expand(suite: Suite, budget: str | None = None, seeds: int = 1,
     `overrides` replaces RunSpec fields in every cell (e.g. the device)."""
     import algorithms
     import datasets
+    from algorithms.registry import split
     from models import ModelSpec
 
     if seeds < 1:
@@ -450,6 +485,10 @@ def expand(suite: Suite, budget: str | None = None, seeds: int = 1,
     for seed in range(seeds):
         for settings in base:
             values = {**settings, **chosen.settings, **(overrides or {}), "seed": seed}
+            family = split(str(values.get("algorithm", RunSpec.algorithm)))[0]
+            if family in chosen.algorithm_options:
+                values["options"] = {**values.get("options", {}),
+                                     **chosen.algorithm_options[family]}
             label = str(values.pop(LABEL, ""))
             if chosen.match_evaluations:
                 values.update(_evaluation_matched(RunSpec(**values)))

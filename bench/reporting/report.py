@@ -7,7 +7,7 @@ in bench/reporting/__init__.py.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.io import atomic_write_text
@@ -48,6 +48,7 @@ class Report:
     table: Table
     throughput: list[dict]
     statuses: dict[str, int]
+    results: list = field(default_factory=list)  # one CellResult per cell and seed
 
     def main_table(self) -> str:
         return table_grid(self.table)
@@ -121,4 +122,4 @@ def write_report(suite: Suite, budget: str | None, runs_dir: Path, results_dir: 
                     f"suite {suite.name}, budget {budget}, seeds {seeds}; one thread per run "
                     f"unless the records say otherwise", x="seconds")
         files += [out / "figure.csv", out / "figure.png", out / "figure_seconds.png"]
-    return Report(out, files, table, throughput, count_statuses(results))
+    return Report(out, files, table, throughput, count_statuses(results), results)

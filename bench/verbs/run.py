@@ -63,8 +63,36 @@ def add_parser(subparsers) -> None:
                         help="importance samples of the test bound reported beside the table's "
                              "(default: the budget's test_iw_samples; 0: none); cells already "
                              "complete keep the K they were evaluated with")
+    parser.add_argument("--only", action="append", default=[], metavar="FIELD=VALUE[,VALUE]",
+                        help="train only the cells whose FIELD (model, algorithm, label, dataset, "
+                             "inference, optimizer, learning_rate, init_scale) is one of the "
+                             "values; repeatable, all must hold. The report still shows every "
+                             "cell (those without records as not run)")
     add_run_options(parser)
     parser.set_defaults(func=run)
+
+
+def select_cells(cells, only: list[str]):
+    """The cells every `--only FIELD=VALUE[,VALUE]` matches; a field or value that names nothing
+    is a UserError listing the valid ones."""
+    from bench.errors import UserError, unknown_name
+    from bench.suites import INDEX_FIELDS
+
+    for condition in only:
+        field, equals, text = condition.partition("=")
+        if not equals or not text:
+            raise UserError(f"--only {condition!r}: write FIELD=VALUE[,VALUE], e.g. "
+                            f"--only model=sbn:200-200")
+        if field not in INDEX_FIELDS:
+            raise unknown_name("--only field", field, INDEX_FIELDS, "fields")
+        present = {cell.index(field) for cell in cells}
+        wanted = text.split(",")
+        for value in wanted:
+            if value not in present:
+                raise unknown_name(f"{field} in --only", value, present, f"{field} values of the "
+                                   "suite's cells")
+        cells = [cell for cell in cells if cell.index(field) in wanted]
+    return cells
 
 
 def command_line(args) -> str:
@@ -85,6 +113,8 @@ def command_line(args) -> str:
         value = getattr(args, option)
         if value is not None and value != default:
             parts += ["--" + option.replace("_", "-"), str(value)]
+    for condition in getattr(args, "only", []):
+        parts += ["--only", condition]
     if args.no_progress:
         parts.append("--no-progress")
     return shlex.join(parts)
@@ -99,6 +129,32 @@ def _units(work, max_runs: int) -> list[list]:
         groups.setdefault(batch_key(cell.spec), []).append((cell, out_dir))
     return [members[i:i + max_runs] for members in groups.values()
             for i in range(0, len(members), max_runs)]
+
+
+def carry_on(cells, runs_dir: Path, suite, budget) -> None:
+    """Copy the finished run directory of `budget.continues` to this budget for every cell that
+    has none here, so that training resumes from its checkpoint up to the larger cap. A run
+    still training there (no final record) is not copied."""
+    import shutil
+
+    from bench.layout import CHECKPOINT, run_dir
+    from bench.locks import LOCK_FILE
+    from bench.runs import record_is_complete
+
+    carried = 0
+    for cell in cells:
+        source = run_dir(runs_dir, suite, budget.continues, cell)
+        target = run_dir(runs_dir, suite, budget.name, cell)
+        if (target.exists() or not (source / CHECKPOINT).exists()
+                or not record_is_complete(source)):
+            continue
+        staging = target.with_name(target.name + ".copying")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(source, staging, ignore=shutil.ignore_patterns(LOCK_FILE))
+        staging.rename(target)  # whole or not at all: an interrupted copy is redone
+        carried += 1
+    if carried:
+        print(f"{carried} cells carried on from budget {budget.continues}'s runs", flush=True)
 
 
 def run(args) -> int:
@@ -139,7 +195,9 @@ def run(args) -> int:
     if args.seeds is None:
         from bench.reporting import discover_seeds
 
-        args.seeds = discover_seeds(suite, budget.name, runs_dir, results_dir)
+        # A budget that carries on another's runs takes their seeds too.
+        args.seeds = max(discover_seeds(suite, name, runs_dir, results_dir)
+                         for name in filter(None, (budget.name, budget.continues)))
     cells = suites.expand(suite, budget.name, args.seeds, overrides)
 
     def done(cell) -> bool:
@@ -150,7 +208,10 @@ def run(args) -> int:
                 or record_is_complete(copied_run_dir(results_dir, suite, budget.name, cell),
                                       updates))
 
-    pending = [c for c in cells if not done(c)]
+    selected = select_cells(cells, args.only)
+    if budget.continues:
+        carry_on(selected, runs_dir, suite, budget)
+    pending = [c for c in selected if not done(c)]
     progress = not args.no_progress
     # Absolute: a Ray worker (or a process started elsewhere) has its own working directory.
     work = [(c, str(run_dir(runs_dir, suite, budget.name, c).resolve())) for c in pending]
@@ -168,8 +229,10 @@ def run(args) -> int:
         executor = HereExecutor(threads) if jobs == 1 else ProcessExecutor(jobs, threads)
         where = f" in {jobs} processes" if jobs > 1 else ""
     print(f"suite {suite.name}, budget {budget.name} ({budget.describe()}), seeds {args.seeds}: "
-          f"{len(cells)} cells, {len(cells) - len(pending)} already done, {len(pending)} to run"
-          + where, flush=True)
+          + (f"{len(selected)} of {len(cells)} cells chosen by --only, " if args.only else
+             f"{len(cells)} cells, ")
+          + f"{len(selected) - len(pending)} already done, {len(pending)} to run" + where,
+          flush=True)
     started = time.perf_counter()
     for reference in suite.references:  # closed-form sanity rows: seconds, not training
         directory = run_dir(runs_dir, suite, budget.name, reference)
@@ -195,7 +258,14 @@ def run(args) -> int:
     print()
     print(f"report: {report.directory}/ (table.md, table.csv, table.tex, throughput.md"
           + (", figure.png" if suite.figure else "") + f"); trained in {elapsed:.0f} s")
-    problems = {s: n for s, n in report.statuses.items() if s != "complete"}
+    if args.only:  # the exit status is about the cells asked for
+        from bench.reporting.header import count_statuses
+
+        chosen = {cell.run_name for cell in selected}
+        statuses = count_statuses([r for r in report.results if r.cell.run_name in chosen])
+    else:
+        statuses = report.statuses
+    problems = {s: n for s, n in statuses.items() if s != "complete"}
     if problems:
         print("not complete: " + ", ".join(f"{n} {s}" for s, n in sorted(problems.items())))
         return 1
