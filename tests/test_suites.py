@@ -486,3 +486,91 @@ test_examples = 50
     assert curve.startswith(curve_before.strip())  # carried on, not restarted
     assert main(arguments + ["--budget", "longer"]) == 0
     assert "1 cells, 1 already done, 0 to run" in capsys.readouterr().out
+
+
+def test_a_budget_sets_options_for_one_algorithm_by_name(tmp_path):
+    """`algorithm_options` reaches the cells of the named algorithm only, over their own options;
+    the run name says so, so the budget's runs never mix with the paper protocol's."""
+    text = GOOD.replace('[suite]', '[suite]\ndefault_budget = "smoke"') + (
+        "[budgets.fast]\nupdates = 5\neval_interval = 5\nlearning_rate = 1e-3\n"
+        "algorithm_options = { nvil = { variance_normalisation = false } }\n")
+    suite = suites.load(write_suite(tmp_path, text))
+    fast = {c.spec.algorithm: c for c in suites.expand(suite, "fast")}
+    assert fast["nvil"].spec.options == {"variance_normalisation": False}
+    assert fast["wake-sleep"].spec.options == {}
+    assert all(c.spec.learning_rate == 1e-3 for c in fast.values())
+    assert "variance_normalisation=False" in fast["nvil"].run_name
+    assert all(c.spec.options == {} for c in suites.expand(suite, "smoke"))
+    # the paper's table1 offers the fast protocol under its own names
+    table1 = {c.spec.algorithm: c.spec for c in suites.expand(suites.load("table1"), "fast")}
+    assert table1["nvil"].options == {"variance_normalisation": False}
+    assert table1["nvil"].resolved_learning_rate == table1["wake-sleep"].resolved_learning_rate
+
+
+@pytest.mark.parametrize("setting, problem", [
+    ("algorithm_options = { nvill = { smoothing = 0.5 } }", "unknown algorithm 'nvill'"),
+    ("algorithm_options = { nvil = { smoothnes = 0.5 } }", "unknown option 'smoothnes'"),
+    ("algorithm_options = { nvil = 3 }", "algorithm_options must be a table"),
+    ('continues = "huge"', "continues = 'huge' names no other budget"),
+    ('continues = "fast"', "continues = 'fast' names no other budget"),
+])
+def test_bad_budget_options_and_continues_are_user_errors(tmp_path, setting, problem):
+    text = GOOD.replace('[suite]', '[suite]\ndefault_budget = "smoke"') + (
+        f"[budgets.fast]\nupdates = 5\neval_interval = 5\n{setting}\n")
+    with pytest.raises(UserError, match=problem):
+        suites.expand(suites.load(write_suite(tmp_path, text)), "fast")
+
+
+def test_only_trains_the_chosen_cells_and_the_report_shows_the_rest_as_not_run(tmp_path, capsys):
+    path = write_suite(tmp_path, GOOD.replace('[suite]', '[suite]\ndefault_budget = "smoke"'))
+    arguments = ["run", str(path), "--no-progress", "--jobs", "1", "--runs-dir",
+                 str(tmp_path / "runs"), "--results-dir", str(tmp_path / "out")]
+    assert main(arguments + ["--only", "algorithm=wake-sleep"]) == 0
+    out = capsys.readouterr().out
+    assert "1 of 2 cells chosen by --only, 0 already done, 1 to run" in out
+    trained = sorted(p.name for p in (tmp_path / "runs" / "fixture" / "smoke").iterdir())
+    assert trained == ["synthetic-sbn_4-8-wake-sleep-s0"]
+    table = (tmp_path / "out" / "fixture" / "smoke" / "table.md").read_text()
+    assert "not run" in table and "--only algorithm=wake-sleep" in table
+    assert main(arguments + ["--only", "model=sbn:4-8", "--only", "algorithm=nvil,wake-sleep"]) == 0
+    assert "2 of 2 cells chosen by --only, 1 already done, 1 to run" in capsys.readouterr().out
+    for only, problem in (("colour=red", "unknown --only field 'colour'"),
+                          ("algorithm=vimco", "unknown algorithm in --only 'vimco'; valid "
+                                              "algorithm values of the suite's cells: nvil, "
+                                              "wake-sleep"),
+                          ("algorithm", "write FIELD=VALUE")):
+        assert main(arguments + ["--only", only]) == 2
+        assert problem in capsys.readouterr().err
+
+
+def test_a_continuing_budget_carries_on_the_other_budgets_finished_runs(tmp_path, capsys):
+    """`continues`: a cell with no run directory under the larger budget starts from the finished
+    run of the named budget (its curve goes on), and takes that budget's seeds."""
+    import json
+
+    suite = tmp_path / "carry.toml"
+    suite.write_text(TWO_SEEDS_SUITE + """
+[budgets.longer]
+updates = 40
+eval_interval = 10
+eval_examples = 50
+test_examples = 50
+continues = "tiny"
+""")
+    arguments = ["run", str(suite), "--no-progress", "--jobs", "1", "--runs-dir",
+                 str(tmp_path / "runs"), "--results-dir", str(tmp_path / "out")]
+    assert main(arguments + ["--seeds", "2"]) == 0
+    tiny = tmp_path / "runs" / "carry" / "tiny"
+    curves = {d.name: (d / "curve.csv").read_text() for d in tiny.iterdir()}
+    capsys.readouterr()
+    assert main(arguments + ["--budget", "longer"]) == 0
+    out = capsys.readouterr().out
+    assert "2 cells carried on from budget tiny's runs" in out
+    assert "seeds 2: 2 cells, 0 already done, 2 to run" in out
+    for name, before in curves.items():
+        longer = tmp_path / "runs" / "carry" / "longer" / name
+        assert json.loads((longer / "record.json").read_text())["updates"] == 40
+        assert (longer / "curve.csv").read_text().startswith(before.strip())
+        assert not list(longer.parent.glob("*.copying"))
+    # the smaller budget's runs are untouched
+    assert all(json.loads((d / "record.json").read_text())["updates"] == 20 for d in tiny.iterdir())
