@@ -20,6 +20,7 @@ OPTIMIZERS = ("adam", "sgd")
 #: validation and test bounds a spec may name ("": the estimator's `validation_bound`)
 EVAL_BOUNDS = ("", "elbo", "iw", "ais")
 DEVICES = ("cpu", "cuda")
+SELECTIONS = ("bound", "perplexity")  # what picks the kept parameters (RunSpec.selection)
 
 def paper_learning_rate(dataset: str, algorithm: str) -> float:
     """The paper's rate of the model parameters: what the estimator declares for the dataset
@@ -65,6 +66,10 @@ class RunSpec:
     # inference network); "" is the estimator's own choice (`Algorithm.validation_bound`: the
     # ELBO, or AIS for an estimator that trains no inference network).
     eval_bound: str = ""
+    # Which validation score picks the parameters kept (and the patience counts from): "bound"
+    # (the summed validation bound, §4.1) or "perplexity" (document models: the per-document
+    # perplexity a table reports, which weights short documents as the bound does not).
+    selection: str = "bound"
     ais_steps: int = 100                # AIS steps T (beta increments, T - 1 transitions) of the run
     test_ais_chains: int = 0            # also report the AIS bound with this many chains (0: no)
     test_ais_examples: int | None = None  # ... on the first N test rows (None: test_examples')
@@ -92,6 +97,8 @@ class RunSpec:
         if self.eval_bound not in EVAL_BOUNDS:
             raise unknown_name("eval_bound", self.eval_bound, [b for b in EVAL_BOUNDS if b],
                                "validation bounds (empty: the estimator's)")
+        if self.selection not in SELECTIONS:
+            raise unknown_name("selection", self.selection, SELECTIONS)
         if self.test_ais_chains < 0:
             raise UserError(f"test_ais_chains must be 0 (none) or more, got {self.test_ais_chains}")
         for name in ("updates", "batch_size", "eval_interval", "eval_samples", "ais_steps"):
@@ -129,6 +136,8 @@ class RunSpec:
         identity = self.to_dict()
         identity.pop("updates")
         identity.pop("patience")
+        if identity["selection"] == "bound":  # as before the field existed: old checkpoints resume
+            identity.pop("selection")
         return identity
 
     def run_name(self) -> str:

@@ -142,6 +142,7 @@ class TrainState:
     # resumed run's record adds the time of the processes before).
     wall_seconds: float = 0.0
     best_bound: float = -math.inf
+    best_perplexity: float = math.inf  # with selection "perplexity": the best so far
     best_update: int = 0
     status: str = "running"
     # Why training stopped: "budget" (the cap on updates), "patience" (no better validation bound
@@ -385,8 +386,17 @@ class RunGroup:
             state.curve.append(point)
             if not math.isfinite(evaluation.mean):
                 state.status = "diverged"
-            elif evaluation.mean > state.best_bound:
+                continue
+            if run.spec.selection == "perplexity":
+                if evaluation.perplexity is None:
+                    raise UserError(f"selection = perplexity needs a document dataset; "
+                                    f"{run.spec.dataset} has no perplexity (use selection = bound)")
+                improved = evaluation.perplexity < state.best_perplexity
+            else:
+                improved = evaluation.mean > state.best_bound
+            if improved:
                 state.best_bound = evaluation.mean
+                state.best_perplexity = evaluation.perplexity or math.inf
                 state.best_update = state.update
                 run.best_parameters = run_state(self.algorithm, run.index)
 

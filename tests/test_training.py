@@ -286,3 +286,52 @@ def test_eval_adds_the_geometric_mean_model_with_one_normaliser_per_run(tmp_path
     result = bench("eval", str(tmp_path), "--bound", "nosuch")
     assert result.returncode == 2 and "valid bounds: elbo, iw, exact, star-unnormalised" in (
         result.stderr)
+
+
+def test_selection_by_perplexity_keeps_the_parameters_of_the_best_validation_perplexity(
+        tmp_path, monkeypatch):
+    """Document models may keep the parameters of the best per-document validation perplexity
+    (what Table 3 reports) instead of the best summed bound; the patience counts from it. The
+    validation scores are scripted so that the two criteria disagree: the bound improves at
+    every validation, the perplexity is best at update 40. A bad choice is refused: an unknown
+    selection, or perplexity on a dataset without documents."""
+    from types import SimpleNamespace
+
+    from bench.errors import UserError
+    from bench.perf.benchmarks import random_data
+
+    scripted = {0: (-900.0, 1500.0), 20: (-890.0, 1400.0), 40: (-880.0, 1200.0),
+                60: (-870.0, 1300.0), 80: (-860.0, 1350.0), 100: (-850.0, 1250.0)}
+    real = RunGroup.evaluate
+
+    def evaluate(self, split, runs, *args, **kwargs):
+        if split != "valid" or runs[0].state.status != "running":  # not a validation point
+            return real(self, split, runs, *args, **kwargs)
+        bound, perplexity = scripted[runs[0].state.update]
+        return {run.index: SimpleNamespace(mean=bound, perplexity=perplexity) for run in runs}
+
+    monkeypatch.setattr(RunGroup, "evaluate", evaluate)
+    data = random_data("counts", rows=300)
+    common = dict(model="doc-sbn:4", dataset="20news", updates=100, eval_interval=20)
+    by_perplexity = train_run(RunSpec(selection="perplexity", **common), tmp_path / "ppl",
+                              data=data, progress=False)
+    by_bound = train_run(RunSpec(**common), tmp_path / "bound", data=data, progress=False)
+    assert by_perplexity["best_update"] == 40 and by_bound["best_update"] == 100
+    assert by_perplexity["config"]["spec"]["selection"] == "perplexity"
+    # the patience counts from the best perplexity: 60 updates after update 40
+    stopped = train_run(RunSpec(selection="perplexity", patience=40, **common),
+                        tmp_path / "patience", data=data, progress=False)
+    assert stopped["stop_reason"] == "patience" and stopped["updates"] == 80
+    monkeypatch.undo()
+    with pytest.raises(UserError, match="valid selections: bound, perplexity"):
+        RunSpec(selection="likelihood")
+    with pytest.raises(UserError, match="selection = perplexity needs a document dataset"):
+        train_run(RunSpec(updates=20, selection="perplexity", **SMALL), tmp_path / "mnist",
+                  progress=False)
+
+
+def test_a_checkpoint_of_a_spec_without_selection_resumes():
+    """`selection` at its default is not part of what a checkpoint must match, so runs
+    checkpointed before the field existed resume."""
+    assert "selection" not in RunSpec().identity()
+    assert RunSpec(selection="perplexity").identity()["selection"] == "perplexity"
