@@ -452,13 +452,14 @@ def _block_cells(defaults: dict, block: dict) -> list[dict[str, Any]]:
 
 def run_name(spec: RunSpec) -> str:
     """The run directory's name: the spec's run name, plus the training settings a suite may vary
-    that the spec's own name leaves out (a learning rate, an optimizer, an initial scale, when
-    not the default) and the algorithm options if any."""
+    that the spec's own name leaves out (a learning rate, an optimizer, an initial scale, the
+    selection, when not the default) and the algorithm options if any."""
     name = spec.run_name()
     default = RunSpec()
     varied = {"lr": spec.learning_rate if spec.learning_rate != default.learning_rate else None,
               "opt": spec.optimizer if spec.optimizer != default.optimizer else None,
-              "init": spec.init_scale if spec.init_scale != default.init_scale else None}
+              "init": spec.init_scale if spec.init_scale != default.init_scale else None,
+              "select": spec.selection if spec.selection != default.selection else None}
     extra = [f"{key}={value}" for key, value in varied.items() if value is not None]
     if extra:
         name = f"{name}-{'-'.join(extra)}"
