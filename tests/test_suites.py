@@ -455,6 +455,16 @@ def test_run_without_seeds_takes_as_many_seeds_as_have_records(tmp_path):
     assert "seeds 1: 1 cells, 0 already done, 1 to run" in empty.stdout, empty.stdout
 
 
+def carry_suite(tmp_path, extra: str = "") -> list[str]:
+    """`bench run` arguments for TWO_SEEDS_SUITE with a second budget `longer` of twice the
+    updates (plus `extra` settings), in tmp_path."""
+    suite = tmp_path / "carry.toml"
+    suite.write_text(TWO_SEEDS_SUITE + "\n[budgets.longer]\nupdates = 40\neval_interval = 10\n"
+                     f"eval_examples = 50\ntest_examples = 50\n{extra}\n")
+    return ["run", str(suite), "--no-progress", "--jobs", "1", "--runs-dir",
+            str(tmp_path / "runs"), "--results-dir", str(tmp_path / "out")]
+
+
 def test_a_run_carried_on_to_a_larger_budget_is_extended_not_counted_done(tmp_path, capsys):
     """A run directory of a smaller budget copied under a larger one (the way a session run is
     carried on to `long`) holds a complete record of fewer updates: the larger budget trains it on
@@ -462,16 +472,7 @@ def test_a_run_carried_on_to_a_larger_budget_is_extended_not_counted_done(tmp_pa
     import json
     import shutil
 
-    suite = tmp_path / "carry.toml"
-    suite.write_text(TWO_SEEDS_SUITE + """
-[budgets.longer]
-updates = 40
-eval_interval = 10
-eval_examples = 50
-test_examples = 50
-""")
-    arguments = ["run", str(suite), "--no-progress", "--jobs", "1", "--runs-dir",
-                 str(tmp_path / "runs"), "--results-dir", str(tmp_path / "out")]
+    arguments = carry_suite(tmp_path)
     assert main(arguments) == 0
     [short] = (tmp_path / "runs" / "carry" / "tiny").iterdir()
     curve_before = (short / "curve.csv").read_text()
@@ -548,17 +549,7 @@ def test_a_continuing_budget_carries_on_the_other_budgets_finished_runs(tmp_path
     run of the named budget (its curve goes on), and takes that budget's seeds."""
     import json
 
-    suite = tmp_path / "carry.toml"
-    suite.write_text(TWO_SEEDS_SUITE + """
-[budgets.longer]
-updates = 40
-eval_interval = 10
-eval_examples = 50
-test_examples = 50
-continues = "tiny"
-""")
-    arguments = ["run", str(suite), "--no-progress", "--jobs", "1", "--runs-dir",
-                 str(tmp_path / "runs"), "--results-dir", str(tmp_path / "out")]
+    arguments = carry_suite(tmp_path, 'continues = "tiny"')
     assert main(arguments + ["--seeds", "2"]) == 0
     tiny = tmp_path / "runs" / "carry" / "tiny"
     curves = {d.name: (d / "curve.csv").read_text() for d in tiny.iterdir()}
