@@ -565,3 +565,17 @@ def test_a_continuing_budget_carries_on_the_other_budgets_finished_runs(tmp_path
         assert not list(longer.parent.glob("*.copying"))
     # the smaller budget's runs are untouched
     assert all(json.loads((d / "record.json").read_text())["updates"] == 20 for d in tiny.iterdir())
+
+
+def test_only_dataset_also_chooses_the_reference_rows(tmp_path, capsys):
+    """`--only dataset=X` fits only the sanity rows of dataset X: a reference on a dataset not
+    chosen (here RCV1, whose data a machine may lack) is not attempted."""
+    text = GOOD.replace('[suite]', '[suite]\ndefault_budget = "smoke"') + (
+        '[[references]]\nname = "unigram"\ndataset = "rcv1"\nlabel = "Unigram"\n')
+    path = write_suite(tmp_path, text)
+    arguments = ["run", str(path), "--no-progress", "--jobs", "1", "--runs-dir",
+                 str(tmp_path / "runs"), "--results-dir", str(tmp_path / "out"),
+                 "--data-dir", str(tmp_path / "no-data")]
+    assert main(arguments + ["--only", "dataset=synthetic", "--only", "algorithm=nvil"]) == 0
+    assert "reference rcv1-reference-unigram:" not in capsys.readouterr().out
+    assert not (tmp_path / "runs" / "fixture" / "smoke" / "rcv1-reference-unigram").exists()

@@ -234,7 +234,12 @@ def run(args) -> int:
           + f"{len(selected) - len(pending)} already done, {len(pending)} to run" + where,
           flush=True)
     started = time.perf_counter()
-    for reference in suite.references:  # closed-form sanity rows: seconds, not training
+    # Closed-form sanity rows: seconds, not training; `--only dataset=...` also chooses them.
+    datasets_chosen = {cell.spec.dataset for cell in selected}
+    references = [r for r in suite.references
+                  if r.dataset in datasets_chosen or not any(c.startswith("dataset=")
+                                                             for c in args.only)]
+    for reference in references:
         directory = run_dir(runs_dir, suite, budget.name, reference)
         if not record_is_complete(directory):
             from bench.references import write_reference
