@@ -26,7 +26,8 @@ def add_suite_options(parser) -> None:
     parser.add_argument("suite", help="suite name (a file in bench/suites/, e.g. table1 or quick) "
                                       "or the path of a suite file (.toml)")
     parser.add_argument("--budget", default=None,
-                        help="smoke, short or paper (default: the suite's default budget)")
+                        help="one of the suite's budgets: smoke, short, paper, and those the "
+                             "suite adds (table1: fast, fast-long) (default: the suite's default)")
     parser.add_argument("--runs-dir", default=str(DEFAULT_RUNS_DIR),
                         help="where run directories live (default runs/): RUNS/SUITE/BUDGET/RUN/")
     parser.add_argument("--results-dir", default=str(DEFAULT_RESULTS_DIR),
