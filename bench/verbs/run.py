@@ -172,6 +172,7 @@ def run(args) -> int:
     )
     from bench.layout import copied_run_dir, run_dir
     from bench.reporting import METRIC_WORDS, note_text, write_report
+    from bench.reporting.header import count_statuses
     from bench.runs import record_is_complete
 
     suite = suites.load(args.suite)
@@ -235,12 +236,9 @@ def run(args) -> int:
           + f"{len(selected) - len(pending)} already done, {len(pending)} to run" + where,
           flush=True)
     started = time.perf_counter()
-    # Closed-form sanity rows: seconds, not training; `--only dataset=...` also chooses them.
+    # Closed-form sanity rows (seconds, not training) of the chosen cells' datasets.
     datasets_chosen = {cell.spec.dataset for cell in selected}
-    references = [r for r in suite.references
-                  if r.dataset in datasets_chosen or not any(c.startswith("dataset=")
-                                                             for c in args.only)]
-    for reference in references:
+    for reference in [r for r in suite.references if r.dataset in datasets_chosen]:
         directory = run_dir(runs_dir, suite, budget.name, reference)
         if not record_is_complete(directory):
             from bench.references import write_reference
@@ -264,13 +262,9 @@ def run(args) -> int:
     print()
     print(f"report: {report.directory}/ (table.md, table.csv, table.tex, throughput.md"
           + (", figure.png" if suite.figure else "") + f"); trained in {elapsed:.0f} s")
-    if args.only:  # the exit status is about the cells asked for
-        from bench.reporting.header import count_statuses
-
-        chosen = {cell.run_name for cell in selected}
-        statuses = count_statuses([r for r in report.results if r.cell.run_name in chosen])
-    else:
-        statuses = report.statuses
+    # The exit status is about the cells asked for (all of them without --only).
+    chosen = {cell.run_name for cell in selected}
+    statuses = count_statuses([r for r in report.results if r.cell.run_name in chosen])
     problems = {s: n for s, n in statuses.items() if s != "complete"}
     if problems:
         print("not complete: " + ", ".join(f"{n} {s}" for s, n in sorted(problems.items())))
