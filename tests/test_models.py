@@ -749,3 +749,21 @@ def test_float64_network_is_centred_by_the_exact_mean(cast):
 def test_unknown_visible_kind_raises():
     with pytest.raises(ValueError, match="bernoulli"):
         BeliefNet((2,), 3, visible="gaussian")
+
+
+def test_centring_is_recomputed_whenever_the_minibatch_or_the_mean_changes():
+    # centre() keeps its last result for the same, unchanged x (the training loop refills one
+    # minibatch tensor in place every update): an in-place change of x or of the mean, or another
+    # tensor, must give a fresh result, never the kept one.
+    mean = torch.tensor([0.0, 0.25, 0.5, 0.9, 1.0])
+    _, q_net = ModelSpec.parse("sbn:3").build(5, feature_mean=mean)
+    x = torch.zeros(1, 2, 5)
+    first = q_net.centre(x)
+    assert q_net.centre(x) is first                      # the same minibatch: kept
+    x.copy_(torch.ones(1, 2, 5))                         # refilled in place
+    assert torch.equal(q_net.centre(x), torch.ones(1, 2, 5) - mean)
+    other = torch.ones(1, 2, 5)                          # another tensor, same values
+    assert q_net.centre(other) is not q_net.centre(x)
+    with torch.no_grad():                                # the mean changes (a loaded checkpoint)
+        q_net.input_mean.fill_(0.5)
+    assert torch.equal(q_net.centre(x), torch.full((1, 2, 5), 0.5))
