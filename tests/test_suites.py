@@ -506,6 +506,14 @@ def test_a_budget_sets_options_for_one_algorithm_by_name(tmp_path):
     table1 = {c.spec.algorithm: c.spec for c in suites.expand(suites.load("table1"), "fast")}
     assert table1["nvil"].options == {"variance_normalisation": False}
     assert table1["nvil"].resolved_learning_rate == table1["wake-sleep"].resolved_learning_rate
+    # and Table 2 under the same protocol: its factorial SBN 200 cell is Table 1's NVIL one
+    table2 = {(c.spec.model, c.spec.inference): c for c in suites.expand(suites.load("table2"),
+                                                                          "fast")}
+    table1_cells = {(c.spec.model, c.spec.algorithm): c
+                    for c in suites.expand(suites.load("table1"), "fast")}
+    assert (table2[("sbn:200", "factorial")].run_name
+            == table1_cells[("sbn:200", "nvil")].run_name)
+    assert table2[("sbn:200", "autoregressive")].spec.options == {"variance_normalisation": False}
 
 
 @pytest.mark.parametrize("setting, problem", [
