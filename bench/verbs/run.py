@@ -27,7 +27,8 @@ def add_suite_options(parser) -> None:
                                       "or the path of a suite file (.toml)")
     parser.add_argument("--budget", default=None,
                         help="one of the suite's budgets: smoke, short, paper, and those the "
-                             "suite adds (table1: fast, fast-long) (default: the suite's default)")
+                             "suite file adds (an unknown name lists them) (default: the "
+                             "suite's default)")
     parser.add_argument("--runs-dir", default=str(DEFAULT_RUNS_DIR),
                         help="where run directories live (default runs/): RUNS/SUITE/BUDGET/RUN/")
     parser.add_argument("--results-dir", default=str(DEFAULT_RESULTS_DIR),
