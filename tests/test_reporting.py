@@ -368,6 +368,31 @@ def test_long_budgets_plot_updates_on_a_log_axis(tmp_path, monkeypatch):
     assert (tmp_path / "log.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_update_ticks_are_short_and_a_panel_without_curves_says_so(tmp_path, monkeypatch):
+    from bench.reporting.figure import count_label, draw_figure
+
+    assert [count_label(v) for v in (0, 500, 50_000, 150_000, 1_500_000, 10_000_000)] == [
+        "0", "500", "50k", "150k", "1.5M", "10M"]
+    import matplotlib.axes
+
+    notes = []
+    original = matplotlib.axes.Axes.text
+    monkeypatch.setattr(matplotlib.axes.Axes, "text",
+                        lambda self, x, y, s, **kw: (notes.append((self.get_title(), s)),
+                                                     original(self, x, y, s, **kw))[1])
+    suite = suites.load("figure1")
+    cells = suites.expand(suite, BUDGET, 1)
+    trained = [c for c in cells if c.spec.model == "sbn:200"]
+    for cell in trained:
+        write_fixture(cell_dir(tmp_path, suite, cell), fake_record(cell, nll=120.0),
+                      [(0, -200.0), (10_000, -150.0), (400_000, -120.0)])
+    results = [reporting.read_cell(c, suite, BUDGET, tmp_path / "runs", tmp_path / "results")
+               for c in cells]
+    draw_figure(suite, results, tmp_path / "half.png", "test")
+    # titles are set after the note: the SBN 200-200 panel is the one still untitled then
+    assert [s for _, s in notes] == ["no curves yet"]
+
+
 def test_an_unknown_update_axis_is_a_user_error(tmp_path):
     text = suites.load("quick").path.read_text().replace(
         'panels = "model"', 'panels = "model"\nupdate_axis = "cubic"')

@@ -56,6 +56,15 @@ def figure_csv(rows: list[dict], command: str) -> str:
     return stream.getvalue()
 
 
+def count_label(value: float, _position=None) -> str:
+    """A tick label for a count of updates: 0, 50k, 1.5M. Full numbers (100000, 150000, ...)
+    run into each other along a panel's axis."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
 def seconds_per_update(result: CellResult) -> float | None:
     """The run's mean training seconds per update, from its record (None: not recorded)."""
     record = result.record or {}
@@ -77,8 +86,11 @@ def draw_figure(suite: Suite, results: list[CellResult], path: Path, subtitle: s
     lines = list(dict.fromkeys(r.cell.index(figure.lines) for r in results))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
     colours = plt.get_cmap("tab10")
+    from matplotlib.ticker import FuncFormatter
+
     for axis, panel in zip(axes[0], panels, strict=True):
         later = []  # every plotted value but each curve's first (the untrained model's)
+        drawn = 0
         for number, line in enumerate(lines):
             mine = [r for r in results if r.cell.index(figure.panels) == panel
                     and r.cell.index(figure.lines) == line]
@@ -102,6 +114,7 @@ def draw_figure(suite: Suite, results: list[CellResult], path: Path, subtitle: s
             later += [value for v in values[1:] for value in v if math.isfinite(value)]
             suffix = "" if len(curves) == 1 else f" (mean of {len(curves)})"
             diverged = any(r.status == "diverged" for r in mine)
+            drawn += 1
             axis.plot(shared, mean, color=colours(number % 10),
                       label=label + suffix + (" (diverged)" if diverged else ""))
             if len(curves) > 1:
@@ -118,6 +131,13 @@ def draw_figure(suite: Suite, results: list[CellResult], path: Path, subtitle: s
             axis.set_xlabel(f"{quantity} (log scale)")
         else:
             axis.set_xlabel(quantity)
+        if x == "updates" and not log_updates:
+            axis.xaxis.set_major_formatter(FuncFormatter(count_label))
+        if not drawn:  # no run of this panel has a curve yet: say so instead of empty axes
+            axis.text(0.5, 0.25, "no curves yet", transform=axis.transAxes, ha="center",
+                      va="center", color="grey")
+            axis.set_xticks([])
+            axis.set_yticks([])
         axis.set_ylabel("validation bound (nats, 10-sample ELBO)")
         axis.grid(alpha=0.3)
         axis.legend(fontsize="small")
