@@ -56,13 +56,11 @@ def figure_csv(rows: list[dict], command: str) -> str:
     return stream.getvalue()
 
 
-def count_label(value: float, _position=None) -> str:
-    """A tick label for a count of updates: 0, 50k, 1.5M. Full numbers (100000, 150000, ...)
-    run into each other along a panel's axis."""
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g}{suffix}"
-    return f"{value:.3g}"
+def update_ticks():
+    """Tick labels for counts of updates on a linear axis: 0, 50k, 1.5M."""
+    from matplotlib.ticker import EngFormatter
+
+    return EngFormatter(sep="")
 
 
 def seconds_per_update(result: CellResult) -> float | None:
@@ -86,8 +84,6 @@ def draw_figure(suite: Suite, results: list[CellResult], path: Path, subtitle: s
     lines = list(dict.fromkeys(r.cell.index(figure.lines) for r in results))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.5), squeeze=False)
     colours = plt.get_cmap("tab10")
-    from matplotlib.ticker import FuncFormatter
-
     for axis, panel in zip(axes[0], panels, strict=True):
         later = []  # every plotted value but each curve's first (the untrained model's)
         drawn = 0
@@ -131,8 +127,8 @@ def draw_figure(suite: Suite, results: list[CellResult], path: Path, subtitle: s
             axis.set_xlabel(f"{quantity} (log scale)")
         else:
             axis.set_xlabel(quantity)
-        if x == "updates" and not log_updates:
-            axis.xaxis.set_major_formatter(FuncFormatter(count_label))
+        if x == "updates" and not log_updates:  # 50k, 1.5M: full numbers run into each other
+            axis.xaxis.set_major_formatter(update_ticks())
         if not drawn:  # no run of this panel has a curve yet: say so instead of empty axes
             axis.text(0.5, 0.25, "no curves yet", transform=axis.transAxes, ha="center",
                       va="center", color="grey")
